@@ -1,0 +1,1 @@
+"""The ``hybridtower`` command line. Each subcommand lives in ``cli/commands/<name>.py``."""

@@ -1,0 +1,121 @@
+"""Dataclass configs <-> plain dicts, with unknown keys rejected and ``a.b=value`` overrides.
+
+Configs everywhere in the package are (nested) dataclasses. This module turns them into JSON/YAML
+friendly dicts and back, and applies command-line overrides such as ``--set generator.use_bos=false``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+def to_dict(cfg: Any) -> dict:
+    """A dataclass (nested) as a plain dict of JSON types."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, where) if len(args) == 1 else value
+    if origin in (list, tuple):
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        seq = [_convert(inner, v, where) for v in value]
+        return tuple(seq) if origin is tuple else seq
+    if tp is bool:
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{where}: expected a boolean, got {value!r}")
+        return bool(value)
+    if tp in (int, float):
+        try:
+            return tp(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from exc
+    if tp is str:
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys are an error naming the key and its place."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b=3"`` -> (["a", "b"], 3). The value is parsed as YAML (numbers, booleans, lists, null)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value (for example generator.use_bos=false)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(cfg: T, overrides: list[str] | None) -> T:
+    """Return a copy of ``cfg`` with every ``key=value`` override applied (validated through from_dict)."""
+    if not overrides:
+        return cfg
+    data = to_dict(cfg)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a config section")
+            node = node[part]
+        if path[-1] not in node:
+            raise ConfigError(f"override {text!r}: unknown key {'.'.join(path)!r}; valid here: {sorted(node)}")
+        node[path[-1]] = value
+    return from_dict(type(cfg), data)
+
+
+def load_file(path: str | Path) -> dict:
+    """Read a JSON or YAML config file into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot parse config file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level")
+    return data
+
+
+def config_hash(cfg: Any) -> str:
+    """A short stable hash of a config (used to tie indexes and checkpoints to a model)."""
+    blob = json.dumps(to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,423 @@
+"""Video probing and frame decoding with PyAV, reading only the frames a sampler asks for.
+
+How frames are chosen
+---------------------
+A frame index ``i`` (from :func:`sample_indices`) is turned into a presentation time
+``t_i = start + i / fps`` and the frame *displayed at* ``t_i`` is returned: the last decoded frame whose
+timestamp is ``<= t_i + half a frame``. For constant-frame-rate video that is exactly frame ``i``; for
+variable-frame-rate (VFR) video, indices are spread evenly over *time* (``fps`` is the stream's average
+rate), which is what a viewer sees, rather than over the irregular frame list.
+
+Seeking
+-------
+Targets are visited in time order. The scanner learns the key-frame spacing as it goes; when seeking to
+the next target would skip more than ``seek_min_gap`` seconds (default 0.5) of decoding, the demuxer
+seeks back to the key frame before the target and decodes forward from there; otherwise decoding simply
+continues. A 12-frame sample of a one-minute video therefore decodes a few GOPs instead of the whole file. A
+container that cannot seek (or lands past the target) falls back to one sequential pass.
+``read_frames(..., seek=False)`` always does one sequential pass; both paths return identical frames.
+
+Rotation
+--------
+When the stream carries a display matrix (phone videos), frames are rotated to display orientation
+(``VideoFrame.rotation``, counter-clockwise degrees in PyAV) and :class:`VideoInfo` reports it.
+
+Errors
+------
+Every failure a user's file can cause (missing, empty, truncated, not a video, unsupported codec, zero
+frames, a decode error) raises :class:`VideoDecodeError`, which names the file and the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from ...core.errors import HybridTowerError
+from .sampling import SAMPLING_MODES, sample_indices
+
+__all__ = [
+    "VideoDecodeError",
+    "VideoInfo",
+    "probe_video",
+    "sample_indices",
+    "read_frames",
+    "decode_frames",
+    "read_all_frames",
+    "SAMPLING_MODES",
+    "VIDEO_EXTENSIONS",
+]
+
+#: File extensions treated as video when scanning folders (lower case, with the dot).
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv", ".3gp", ".ts")
+
+
+class VideoDecodeError(HybridTowerError):
+    """A video file could not be opened or decoded. ``.path`` is the file, ``.reason`` says why."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read video {self.path}: {reason}")
+
+    def __reduce__(self):  # picklable across DataLoader worker processes
+        return (type(self), (self.path, self.reason))
+
+
+@dataclass
+class VideoInfo:
+    """What :func:`probe_video` learns from a container without decoding pixels."""
+
+    path: str
+    num_frames: int  # frame count; estimated from duration x fps when ``frames_exact`` is False
+    fps: float  # average frame rate
+    duration: float  # seconds
+    width: int  # coded width (before rotation)
+    height: int
+    codec: str
+    rotation: int = 0  # counter-clockwise degrees applied to reach display orientation (0/90/180/270)
+    container: str = ""
+    frames_exact: bool = True
+    start_time: float = 0.0  # seconds of the first frame's timestamp
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) of the frames :func:`read_frames` returns (rotation applied)."""
+        return (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _av():
+    import av  # imported lazily: keeps `hybridtower --help` fast
+
+    av.logging.set_level(av.logging.PANIC)  # ffmpeg's own stderr chatter; failures raise instead
+    return av
+
+
+def _open(path) -> tuple:
+    """Open ``path`` and return (container, video_stream) or raise VideoDecodeError."""
+    path = Path(path)
+    if not path.exists():
+        raise VideoDecodeError(path, "file does not exist")
+    if path.is_dir():
+        raise VideoDecodeError(path, "is a directory, not a video file")
+    if path.stat().st_size == 0:
+        raise VideoDecodeError(path, "file is empty (0 bytes)")
+    av = _av()
+    try:
+        container = av.open(str(path), mode="r")
+    except av.error.FFmpegError as exc:  # InvalidDataError, EOFError, ...
+        raise VideoDecodeError(path, f"not a readable video container (truncated or not a video): {_msg(exc)}") from None
+    except OSError as exc:
+        raise VideoDecodeError(path, f"cannot open: {exc}") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(path, "contains no video stream")
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    if ctx is None or not getattr(ctx, "name", None) or ctx.name == "none":
+        container.close()
+        raise VideoDecodeError(path, "unsupported or unknown video codec (no decoder available)")
+    return container, stream
+
+
+def _msg(exc: Exception) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.split(": '")[0] if isinstance(text, str) else str(exc)
+
+
+def _rotation_of(stream, first_frame=None) -> int:
+    rot = None
+    if first_frame is not None:
+        rot = getattr(first_frame, "rotation", None)
+    if rot is None:
+        meta = getattr(stream, "metadata", {}) or {}
+        if "rotate" in meta:  # old-style tag: clockwise degrees
+            try:
+                rot = -int(float(meta["rotate"]))
+            except ValueError:
+                rot = 0
+    rot = int(round((rot or 0) / 90.0)) * 90 % 360
+    return rot
+
+
+def _probe_open(container, stream, path) -> VideoInfo:
+    tb = stream.time_base or Fraction(1, 1)
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 0.0
+    start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+    duration = None
+    if stream.duration:
+        duration = float(stream.duration * tb)
+    elif container.duration:
+        duration = container.duration / 1_000_000.0
+    frames = int(stream.frames or 0)
+    exact = frames > 0
+    if not exact:
+        if duration and fps > 0:
+            frames = int(round(duration * fps))
+        else:  # no header information: count packets (no pixel decoding)
+            frames, last = _count_packets(container, stream, path)
+            exact = True
+            if fps <= 0 and last is not None and frames > 1:
+                fps = (frames - 1) / max(last - start, 1e-6)
+            duration = duration or (frames / fps if fps > 0 else 0.0)
+    if fps <= 0:
+        fps = frames / duration if duration else 25.0
+    if duration is None:
+        duration = frames / fps
+    if frames <= 0:
+        raise VideoDecodeError(path, "video stream has zero frames")
+    ctx = stream.codec_context
+    return VideoInfo(
+        path=str(path),
+        num_frames=frames,
+        fps=fps,
+        duration=duration,
+        width=int(ctx.width or 0),
+        height=int(ctx.height or 0),
+        codec=ctx.name,
+        rotation=_rotation_of(stream),
+        container=container.format.name if container.format else "",
+        frames_exact=exact,
+        start_time=start,
+    )
+
+
+def _count_packets(container, stream, path) -> tuple[int, float | None]:
+    av = _av()
+    n, last = 0, None
+    try:
+        for packet in container.demux(stream):
+            if packet.size:
+                n += 1
+                if packet.pts is not None:
+                    t = float(packet.pts * packet.time_base)
+                    last = t if last is None else max(last, t)
+    except av.error.FFmpegError as exc:
+        raise VideoDecodeError(path, f"demuxing failed: {_msg(exc)}") from None
+    try:
+        container.seek(0, stream=stream, backward=True)
+    except av.error.FFmpegError:
+        pass
+    return n, last
+
+
+def probe_video(path) -> VideoInfo:
+    """Frame count, fps, duration, size, codec and rotation of ``path`` (header only, no pixel decode)."""
+    container, stream = _open(path)
+    try:
+        info = _probe_open(container, stream, path)
+        if info.rotation == 0:
+            # PyAV exposes the display matrix on decoded frames; peek at the first one cheaply
+            try:
+                frame = next(container.decode(stream), None)
+            except Exception:  # decode problems surface in read_frames with a clear reason
+                frame = None
+            info.rotation = _rotation_of(stream, frame)
+        return info
+    finally:
+        container.close()
+
+
+def read_frames(
+    path,
+    num_frames: int = 12,
+    mode: str = "uniform",
+    rng: random.Random | None = None,
+    *,
+    seek: bool = True,
+    seek_min_gap: float = 0.5,
+) -> np.ndarray:
+    """Sample ``num_frames`` frames of ``path`` with ``mode`` and return uint8 ``[T, H, W, 3]`` RGB.
+
+    Rotation metadata is applied. Videos with fewer than ``num_frames`` frames repeat frames (see
+    :mod:`hybridtower.data.video.sampling`). Raises :class:`VideoDecodeError` on any unreadable input.
+    """
+    container, stream = _open(path)
+    try:
+        info = _probe_open(container, stream, path)
+        indices = sample_indices(info.num_frames, num_frames, mode, rng)
+        return _decode_at(container, stream, info, indices, path, seek=seek, seek_min_gap=seek_min_gap)
+    finally:
+        container.close()
+
+
+def decode_frames(path, indices: list[int], *, seek: bool = True, seek_min_gap: float = 0.5) -> np.ndarray:
+    """Frames at explicit ``indices`` (any order, repeats allowed) as uint8 ``[len(indices), H, W, 3]``."""
+    container, stream = _open(path)
+    try:
+        info = _probe_open(container, stream, path)
+        return _decode_at(container, stream, info, list(indices), path, seek=seek, seek_min_gap=seek_min_gap)
+    finally:
+        container.close()
+
+
+def read_all_frames(path) -> np.ndarray:
+    """Decode every frame of ``path`` (uint8 ``[N, H, W, 3]``, rotation applied). For tests and benchmarks."""
+    av = _av()
+    container, stream = _open(path)
+    out, rotation = [], None
+    try:
+        for frame in container.decode(stream):
+            if rotation is None:
+                rotation = _rotation_of(stream, frame)
+            out.append(frame.to_ndarray(format="rgb24"))
+    except av.error.FFmpegError as exc:
+        if not out:
+            raise VideoDecodeError(path, f"decoding failed: {_msg(exc)}") from None
+    finally:
+        container.close()
+    if not out:
+        raise VideoDecodeError(path, "video stream has zero decodable frames")
+    return _rotate(np.stack(out), rotation or 0)
+
+
+def _rotate(frames: np.ndarray, rotation: int) -> np.ndarray:
+    k = (rotation // 90) % 4
+    if k == 0:
+        return frames
+    return np.ascontiguousarray(np.rot90(frames, k=k, axes=(1, 2)))
+
+
+class _SeekFailed(Exception):
+    pass
+
+
+def _decode_at(container, stream, info: VideoInfo, indices, path, *, seek: bool, seek_min_gap: float) -> np.ndarray:
+    av = _av()
+    if not indices:
+        raise ValueError("no frame indices requested")
+    if any(i < 0 for i in indices):
+        raise ValueError(f"negative frame index in {indices}")
+    frame_dur = 1.0 / info.fps
+    times = sorted({info.start_time + i * frame_dur for i in indices})
+    try:
+        if seek:
+            try:
+                picked, rotation = _scan(container, stream, times, frame_dur, path, seek_min_gap, info)
+            except _SeekFailed:
+                container.seek(0, stream=stream, backward=True)
+                picked, rotation = _scan(container, stream, times, frame_dur, path, None, info)
+        else:
+            picked, rotation = _scan(container, stream, times, frame_dur, path, None, info)
+    except av.error.FFmpegError as exc:
+        raise VideoDecodeError(path, f"decoding failed: {_msg(exc)}") from None
+    frames = np.stack([picked[info.start_time + i * frame_dur] for i in indices])
+    return _rotate(frames, rotation)
+
+
+def _frame_time(frame, prev_time: float | None, frame_dur: float) -> float:
+    t = frame.time
+    if t is None:
+        return 0.0 if prev_time is None else prev_time + frame_dur
+    return float(t)
+
+
+def _scan(container, stream, times, frame_dur, path, seek_min_gap, info) -> tuple[dict, int]:
+    """Visit target ``times`` in order; return {time: rgb array} and the rotation seen.
+
+    ``seek_min_gap=None`` means one sequential pass without seeking.
+    """
+    tol = 0.5 * frame_dur
+    tb = stream.time_base
+    out: dict[float, np.ndarray] = {}
+    rotation = None
+    decoder = None
+    just_seeked = False
+    prev = None  # (time, frame): last decoded frame at or before the current target
+    pending = None  # a decoded frame past the previous target, not consumed yet
+    last_time = None  # time of the latest decoded frame
+    key_gap = 0.0  # lower bound on key-frame spacing learnt so far (seeks that landed early)
+    last_key = None
+    for target in times:
+        here = last_time if last_time is not None else info.start_time
+        if seek_min_gap is None:
+            want_seek = False
+        elif last_key is not None and key_gap > 0:
+            # key frames seen so far are key_gap apart: predict where a seek to the target would land
+            landing = last_key + key_gap * math.floor((target - last_key) / key_gap)
+            want_seek = landing - here > seek_min_gap
+        else:
+            want_seek = target - here > max(seek_min_gap, key_gap)
+        if decoder is None or want_seek:
+            if want_seek and stream.time_base is not None:
+                offset = int(math.floor((target + tol) / tb)) if tb else 0
+                try:
+                    container.seek(offset, stream=stream, backward=True, any_frame=False)
+                except Exception as exc:  # some containers cannot seek
+                    raise _SeekFailed() from exc
+                prev, pending, last_key = None, None, None  # key-frame spacing is measured within one run only
+                just_seeked = True
+            decoder = container.decode(stream)
+        else:
+            just_seeked = False
+        while True:
+            if pending is not None:
+                item, pending = pending, None
+            else:
+                frame = next(decoder, None)
+                if frame is None:
+                    item = None
+                else:
+                    t = _frame_time(frame, last_time, frame_dur)
+                    last_time = t
+                    if frame.key_frame:
+                        if last_key is not None and t > last_key:
+                            key_gap = max(key_gap, t - last_key)
+                        last_key = t
+                    if rotation is None:
+                        rotation = _rotation_of(stream, frame)
+                    item = (t, frame)
+            if just_seeked and item is not None:
+                just_seeked = False
+                landed = item[0]
+                if landed > target + frame_dur + tol:
+                    raise _SeekFailed()  # the demuxer overshot the target: use one sequential pass
+                key_gap = max(key_gap, target - landed)  # no key frame lies between landed and target
+            if item is None:  # stream exhausted before reaching the target
+                if prev is None:
+                    if out:
+                        prev_arr = out[max(out)]
+                        out[target] = prev_arr
+                        break
+                    raise VideoDecodeError(path, "video stream has zero decodable frames")
+                if target > prev[0] + max(2 * frame_dur, 0.05 * info.duration):
+                    raise VideoDecodeError(
+                        path,
+                        f"truncated: decoding stopped at {prev[0]:.2f}s but the header promises "
+                        f"{info.duration:.2f}s ({info.num_frames} frames)",
+                    )
+                out[target] = _rgb(prev)
+                break
+            if item[0] > target + tol:
+                chosen = prev if prev is not None else item  # before the first frame: take the first
+                out[target] = _rgb(chosen)
+                pending = item
+                if prev is None:
+                    prev = item
+                break
+            prev = item
+    return out, rotation or 0
+
+
+def _rgb(item) -> np.ndarray:
+    t, frame = item
+    if isinstance(frame, np.ndarray):
+        return frame
+    return frame.to_ndarray(format="rgb24")
+
+
+def file_size(path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return -1

@@ -1,0 +1,89 @@
+"""Frame preprocessing built from the backbone's preprocessing config (size, mean/std, resize mode).
+
+The PIG / CLIP-ViP release resizes frames to ``224 x 224`` *without* keeping the aspect ratio
+("squash"), bicubic, then normalises with CLIP's mean/std; train and test are identical (no
+augmentation). That is the default here. ``resize_mode="shortest"`` gives CLIP4Clip / open_clip's
+"resize the short side, centre-crop" instead. An open_clip model's ``visual.preprocess_cfg`` dict can be
+turned into a config with :meth:`PreprocessConfig.from_open_clip`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...core.errors import ConfigError
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+RESIZE_MODES = ("squash", "shortest")
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+@dataclass
+class PreprocessConfig:
+    image_size: int = 224  # output frames are image_size x image_size
+    mean: tuple[float, float, float] = OPENAI_CLIP_MEAN  # per-channel mean subtracted (RGB, 0..1 scale)
+    std: tuple[float, float, float] = OPENAI_CLIP_STD  # per-channel std divided by
+    resize_mode: str = "squash"  # "squash": resize to SxS ignoring aspect (PIG release); "shortest": short side + centre crop
+    interpolation: str = "bicubic"  # bicubic | bilinear | nearest
+
+    def __post_init__(self):
+        if self.resize_mode not in RESIZE_MODES:
+            raise ConfigError(f"preprocess.resize_mode must be one of {list(RESIZE_MODES)}, got {self.resize_mode!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"preprocess.interpolation must be one of {list(INTERPOLATIONS)}, got {self.interpolation!r}")
+        if int(self.image_size) < 1:
+            raise ConfigError(f"preprocess.image_size must be positive, got {self.image_size}")
+        self.mean = tuple(float(x) for x in self.mean)
+        self.std = tuple(float(x) for x in self.std)
+
+    @classmethod
+    def from_open_clip(cls, preprocess_cfg: dict, resize_mode: str | None = None) -> "PreprocessConfig":
+        """From open_clip's ``model.visual.preprocess_cfg`` (keys size, mean, std, interpolation, resize_mode).
+
+        ``resize_mode`` overrides the open_clip value; open_clip's "longest" is not supported here.
+        """
+        size = preprocess_cfg.get("size", 224)
+        if isinstance(size, (tuple, list)):
+            size = size[0]
+        mode = resize_mode or preprocess_cfg.get("resize_mode", "shortest")
+        return cls(
+            image_size=int(size),
+            mean=tuple(preprocess_cfg.get("mean", OPENAI_CLIP_MEAN)),
+            std=tuple(preprocess_cfg.get("std", OPENAI_CLIP_STD)),
+            resize_mode=mode,
+            interpolation=preprocess_cfg.get("interpolation", "bicubic"),
+        )
+
+
+def preprocess_frames(frames: np.ndarray, cfg: PreprocessConfig | None = None):
+    """uint8 ``[T, H, W, 3]`` RGB -> float32 ``torch.Tensor [T, 3, S, S]`` (resized, normalised)."""
+    import torch
+    import torch.nn.functional as F
+
+    cfg = cfg or PreprocessConfig()
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames of shape [T, H, W, 3], got {tuple(frames.shape)}")
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+    s = int(cfg.image_size)
+    h, w = x.shape[-2:]
+    if cfg.resize_mode == "squash":
+        out_hw = (s, s)
+    else:
+        scale = s / min(h, w)
+        out_hw = (max(s, round(h * scale)), max(s, round(w * scale)))
+    if (h, w) != out_hw:
+        kw = {} if cfg.interpolation == "nearest" else {"align_corners": False, "antialias": True}
+        x = F.interpolate(x, size=out_hw, mode=cfg.interpolation, **kw)
+    if cfg.resize_mode == "shortest":
+        top = (x.shape[-2] - s) // 2
+        left = (x.shape[-1] - s) // 2
+        x = x[..., top : top + s, left : left + s]
+    x = x.clamp_(0.0, 1.0)  # bicubic overshoot; PIL clamps to uint8 range too
+    mean = torch.tensor(cfg.mean, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, dtype=x.dtype).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous()

@@ -1,0 +1,126 @@
+"""Typed model configuration and the named presets ``{framework}-{size}``.
+
+Frameworks:
+    ``pig``      Hybrid-Tower PIG: pseudo-query generation + pseudo-interaction fusion (query-independent).
+    ``meanp``    Two-Tower CLIP4Clip meanP: mean of per-frame CLIP image features.
+    ``clipvip``  Two-Tower CLIP-ViP: the video-CLS output of the video-proxy encoder.
+    ``xpool``    Single-Tower X-Pool: the real text query attends over per-frame CLIP features (re-rank only).
+
+Sizes: ``vit-b-32`` and ``vit-b-16`` (the paper's backbones, open_clip architectures ``ViT-B-32`` /
+``ViT-B-16`` with QuickGELU as in OpenAI's weights) and ``tiny`` (a 3-layer open_clip architecture shipped
+with this package as ``hybridtower-tiny``, for tests and CPU demos).
+
+Where the paper is ambiguous the defaults follow ``docs/method-decisions.md`` (method.md section 6).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..core.config import apply_overrides, from_dict
+from ..core.errors import ConfigError
+
+FRAMEWORKS = ("pig", "meanp", "clipvip", "xpool")
+SIZES = ("vit-b-32", "vit-b-16", "tiny")
+
+
+@dataclass
+class BackboneConfig:
+    arch: str = "ViT-B-32"  # open_clip architecture name (built-in, or ``hybridtower-tiny``)
+    quick_gelu: bool = True  # OpenAI CLIP weights were trained with QuickGELU
+
+
+@dataclass
+class VideoConfig:
+    num_frames: int = 12  # frames sampled per video (T)
+    num_proxies: int = 3  # CLIP-ViP video proxy tokens added beside the video CLS (M = 1 + num_proxies)
+    frame_cls: bool = True  # one shared frame-CLS token per frame (+ temporal embedding), PIG's addition
+    temporal_embedding: bool = True  # learnable, zero-initialised, interpolated when T differs
+    proxy_init: str = "randn"  # "randn" (official release: N(0,1)) or "class" (copy of CLIP's class embedding)
+
+
+@dataclass
+class ITSConfig:
+    k: int = 16  # number of informative patch tokens; 0 = none, -1 = every patch
+    layer: int = -1  # vision layer whose video-CLS attention scores the patches (-1 = last)
+    head_reduction: str = "max"  # "max" or "mean" over attention heads
+
+
+@dataclass
+class GeneratorConfig:
+    mapper: str = "linear"  # "linear" or "mlp" (Linear-GELU-Linear) from joint space to text width
+    use_bos: bool = True  # prepend [BOS] (release, fpig B/16); False = fpig B/32
+    learnable_bos_eos: bool = True  # figure + fpig: learnable; release: frozen constants
+    text_projection: bool = True  # apply a copy of CLIP's text projection to the EOS output (fpig)
+    use_frame_tokens: bool = True  # feed x_f (frame CLS outputs) to the generator
+    use_global_tokens: bool = True  # feed x_v (video CLS + proxies) to the generator
+
+
+@dataclass
+class FusionConfig:
+    num_heads: int = 1  # X-Pool: one head, head dim = embed dim
+    dropout: float = 0.1  # PIG release: 0.1 (X-Pool: 0.3 on MSRVTT)
+    temperature: float = 1.0  # attention temperature (1 = plain scaled dot product)
+
+
+@dataclass
+class ModelConfig:
+    framework: str = "pig"
+    name: str = ""  # preset name this config came from, if any
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    its: ITSConfig = field(default_factory=ITSConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    text_context_length: int = 50  # tokens per caption (padded / truncated)
+    logit_scale_init: float = 4.6052  # ln(100), as in CLIP / the release
+    logit_scale_max: float = 5.2983  # clamp at ln(200)
+
+    def validate(self) -> "ModelConfig":
+        if self.framework not in FRAMEWORKS:
+            raise ConfigError(f"unknown framework {self.framework!r}; choose one of {FRAMEWORKS}")
+        if self.video.num_frames < 1:
+            raise ConfigError("video.num_frames must be >= 1")
+        if self.its.head_reduction not in ("max", "mean"):
+            raise ConfigError("its.head_reduction must be 'max' or 'mean'")
+        if self.generator.mapper not in ("linear", "mlp"):
+            raise ConfigError("generator.mapper must be 'linear' or 'mlp'")
+        if self.video.proxy_init not in ("randn", "class"):
+            raise ConfigError("video.proxy_init must be 'randn' or 'class'")
+        if self.fusion.num_heads < 1:
+            raise ConfigError("fusion.num_heads must be >= 1")
+        return self
+
+    @property
+    def uses_vip_encoder(self) -> bool:
+        return self.framework in ("pig", "clipvip")
+
+
+_SIZE_DEFAULTS = {
+    "vit-b-32": dict(backbone=dict(arch="ViT-B-32"), video=dict(num_frames=12), its=dict(k=16)),
+    "vit-b-16": dict(backbone=dict(arch="ViT-B-16"), video=dict(num_frames=12), its=dict(k=16)),
+    "tiny": dict(backbone=dict(arch="hybridtower-tiny"), video=dict(num_frames=8), its=dict(k=8), text_context_length=32),
+}
+
+
+def list_presets() -> list[str]:
+    return [f"{fw}-{size}" for fw in FRAMEWORKS for size in SIZES]
+
+
+def preset_config(name: str, overrides: list[str] | None = None) -> ModelConfig:
+    """The config of preset ``name`` (e.g. ``pig-vit-b-32``), with ``key=value`` overrides applied."""
+    framework, _, size = name.partition("-")
+    if framework not in FRAMEWORKS or size not in _SIZE_DEFAULTS:
+        raise ConfigError(f"unknown model preset {name!r}; available: {', '.join(list_presets())}")
+    data = {"framework": framework, "name": name, **_SIZE_DEFAULTS[size]}
+    cfg = from_dict(ModelConfig, data, where=f"preset {name}")
+    return apply_overrides(cfg, overrides).validate()
+
+
+def config_from_dict(data: dict) -> ModelConfig:
+    return from_dict(ModelConfig, data, where="model config").validate()
+
+
+def replace(cfg: ModelConfig, **changes) -> ModelConfig:
+    return dataclasses.replace(cfg, **changes)

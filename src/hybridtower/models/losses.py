@@ -1,0 +1,33 @@
+"""Training losses as pure functions of tensors (method.md section 2.1).
+
+No tokenizer, network or file access happens here; features are passed in already gathered.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def symmetric_infonce(similarity: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE on a square [B, B] similarity matrix (text rows, video columns).
+
+    ``logit_scale`` is the *log* temperature; the loss is the SUM of the text->video and video->text
+    cross-entropies, as in the PIG release (not CLIP's average), which fixes the 1:1 balance with lambda.
+    """
+    if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
+        raise ValueError(f"similarity must be square [B, B], got {tuple(similarity.shape)}")
+    logits = logit_scale.exp() * similarity
+    target = torch.arange(similarity.shape[0], device=similarity.device)
+    return F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)
+
+
+def reconstruction_loss(pseudo_query: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``|| t_p/|t_p| - t/|t| ||^2 = 2 - 2 cos(t_p, t)``; no stop-gradient on ``t``."""
+    return (2.0 - 2.0 * F.cosine_similarity(pseudo_query, text, dim=-1)).mean()
+
+
+def clamp_logit_scale_(logit_scale: torch.Tensor, max_value: float) -> None:
+    """Clamp the learnable log temperature in place to [0, max_value] (call after each optimizer step)."""
+    with torch.no_grad():
+        logit_scale.clamp_(0.0, max_value)
