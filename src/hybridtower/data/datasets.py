@@ -138,7 +138,7 @@ def load_image(path) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except FileNotFoundError:
         raise VideoDecodeError(path, "file does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:

@@ -92,11 +92,15 @@ def make_caption(scene: Scene, kind: str, rng: np.random.Generator) -> str:
             text = f"next to {_noun(other, rng, 'a')}, {main}"
     elif kind == "motion":
         if others:
-            other = others[int(rng.integers(len(others)))]
-            text = (
-                f"{_noun(subj, rng, art)} {_pick(rng, MOTION_PHRASES[subj.motion])} while "
-                f"{_noun(other, rng)} {_pick(rng, MOTION_PHRASES[other.motion])}"
-            )
+            differ = [o for o in others if o.motion != subj.motion]
+            other = (differ or others)[int(rng.integers(len(differ or others)))]
+            if other.motion != subj.motion:
+                text = (
+                    f"{_noun(subj, rng, art)} {_pick(rng, MOTION_PHRASES[subj.motion])} while "
+                    f"{_noun(other, rng)} {_pick(rng, MOTION_PHRASES[other.motion])}"
+                )
+            else:
+                text = f"{_noun(subj, rng, art)} {_pick(rng, MOTION_PHRASES[subj.motion])}, and so does {_noun(other, rng)}"
         else:
             text = f"{_noun(subj, rng, art)} {_pick(rng, MOTION_PHRASES[subj.motion])}"
     else:

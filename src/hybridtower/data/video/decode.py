@@ -270,7 +270,7 @@ def read_all_frames(path) -> np.ndarray:
         for frame in container.decode(stream):
             if rotation is None:
                 rotation = _rotation_of(stream, frame)
-            out.append(frame.to_ndarray(format="rgb24"))
+            out.append(_to_rgb(frame))
     except av.error.FFmpegError as exc:
         if not out:
             raise VideoDecodeError(path, f"decoding failed: {_msg(exc)}") from None
@@ -413,7 +413,13 @@ def _rgb(item) -> np.ndarray:
     t, frame = item
     if isinstance(frame, np.ndarray):
         return frame
-    return frame.to_ndarray(format="rgb24")
+    return _to_rgb(frame)
+
+
+def _to_rgb(frame) -> np.ndarray:
+    # frame.reformat(...).to_ndarray() is ~30x faster than frame.to_ndarray(format=...) in PyAV 18
+    # (the latter builds a new scaler context per call)
+    return frame.reformat(format="rgb24").to_ndarray()
 
 
 def file_size(path) -> int:
