@@ -1,0 +1,183 @@
+"""Shared pieces of the ``hybridtower analyze`` analyses: PIG's per-video outputs over a split, scoring
+with the evaluation protocol, and writing a table as Markdown + JSON.
+
+Every analysis scores with :mod:`hybridtower.eval.metrics` (the evaluation protocol: tie policy, v2t
+over caption groups, skipped videos ranked as failures), never with metrics of its own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..core.errors import HybridTowerError
+
+__all__ = [
+    "AnalysisError",
+    "PigFeatures",
+    "require_pig",
+    "subset_split",
+    "collect_pig_features",
+    "encode_captions",
+    "expand_scores",
+    "retrieval_from_scores",
+    "markdown_table",
+    "write_outputs",
+]
+
+
+class AnalysisError(HybridTowerError):
+    """An analysis cannot run on what it was given (wrong model kind, empty split, bad option)."""
+
+
+@dataclass
+class PigFeatures:
+    """PIG's offline outputs for the videos of a split that could be decoded (rows follow ``indices``)."""
+
+    video: torch.Tensor  # [N, D] stored vectors v (normalised)
+    pseudo_query: torch.Tensor  # [N, D] t_p (not normalised)
+    fusion_tokens: torch.Tensor  # [N, n, D] the fusion's keys/values [x_v; x_f]
+    video_cls: torch.Tensor  # [N, D] the encoder's video-CLS output (normalised): CLIP-ViP's vector
+    its_positions: torch.Tensor  # [N, k] sequence positions ITS selected
+    indices: torch.Tensor  # [N] positions in ``split.videos``
+    errors: list[dict] = field(default_factory=list)
+
+
+def require_pig(model, what: str = "this analysis") -> None:
+    if model.cfg.framework != "pig":
+        raise AnalysisError(f"{what} needs a PIG checkpoint, got a {model.cfg.framework!r} model "
+                            f"({model.cfg.name or 'custom config'})")
+
+
+def subset_split(split, max_videos: int | None):
+    """The first ``max_videos`` videos of ``split`` and their captions (the whole split if None)."""
+    if not max_videos or max_videos >= len(split.videos):
+        return split
+    from ..data.annotations import SplitData
+
+    keep = split.videos[:max_videos]
+    ids = {v.video_id for v in keep}
+    return SplitData(name=split.name, videos=keep, captions=[c for c in split.captions if c.video_id in ids],
+                     missing=[m for m in split.missing if m in ids], format=split.format, root=split.root,
+                     video_root=split.video_root)
+
+
+@torch.no_grad()
+def collect_pig_features(model, split, k: int | None = None, batch_size: int = 16, num_workers: int = 0,
+                         progress: bool = True, desc: str = "PIG video side") -> PigFeatures:
+    """Run PIG's video side (``model.video_features(frames, k=k)``) over every video of ``split``."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from ..data.datasets import VideoFrames, collate_skip_errors
+    from ..encode import preprocess_for
+
+    require_pig(model)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    ds = VideoFrames(split, num_frames=model.cfg.video.num_frames, preprocess=preprocess_for(model))
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip_errors)
+    cols: dict[str, list] = {"video": [], "pseudo_query": [], "fusion_tokens": [], "video_cls": [], "its": [], "idx": []}
+    errors: list[dict] = []
+    bar = tqdm(total=len(ds), desc=desc, unit="video", disable=not progress)
+    try:
+        for batch in loader:
+            errors.extend(batch["errors"])
+            if batch["frames"] is not None:
+                out = model.video_features(batch["frames"].to(device), k=k)
+                cols["video"].append(out.video.float().cpu())
+                cols["pseudo_query"].append(out.pseudo_query.float().cpu())
+                cols["fusion_tokens"].append(model.fusion_tokens(out.tokens).float().cpu())
+                cols["video_cls"].append(torch.nn.functional.normalize(out.tokens.video_cls.float(), dim=-1).cpu())
+                cols["its"].append(out.its_positions.cpu())
+                cols["idx"].append(batch["video_index"])
+            bar.update(len(batch["video_index"]) + len(batch["errors"]))
+    finally:
+        bar.close()
+        model.train(was_training)
+    if not cols["idx"]:
+        first = "; ".join(f"{e['video_id']}: {e['error']}" for e in errors[:3])
+        raise AnalysisError(f"no video of split {split.name!r} could be decoded ({first})")
+    return PigFeatures(
+        video=torch.cat(cols["video"]),
+        pseudo_query=torch.cat(cols["pseudo_query"]),
+        fusion_tokens=torch.cat(cols["fusion_tokens"]),
+        video_cls=torch.cat(cols["video_cls"]),
+        its_positions=torch.cat(cols["its"]),
+        indices=torch.cat(cols["idx"]),
+        errors=sorted(errors, key=lambda e: e["video_index"]),
+    )
+
+
+def encode_captions(model, split) -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalised caption features [Nt, D], ground-truth video index [Nt]) in ``split.captions`` order."""
+    from ..encode import encode_texts
+
+    if not split.captions:
+        raise AnalysisError(f"split {split.name!r} has no captions")
+    text = encode_texts(model, [c.text for c in split.captions])
+    gt = torch.tensor(split.caption_video_indices(), dtype=torch.long)
+    return text, gt
+
+
+def expand_scores(scored: torch.Tensor, indices: torch.Tensor, num_videos: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores over the encoded videos -> ``[Nt, num_videos]`` with NaN columns, and the ``absent`` mask."""
+    scores = torch.full((scored.shape[0], num_videos), math.nan, dtype=torch.float32)
+    scores[:, indices] = scored.float()
+    absent = torch.ones(num_videos, dtype=torch.bool)
+    absent[indices] = False
+    return scores, absent
+
+
+def retrieval_from_scores(scores: torch.Tensor, gt: torch.Tensor, absent: torch.Tensor) -> dict:
+    """t2v and v2t metrics (R@1/5/10, MdR, MnR) of a full ``[Nt, Nv]`` score matrix, evaluation protocol."""
+    from ..eval.metrics import ranks_t2v, ranks_v2t, retrieval_metrics
+
+    t2v = ranks_t2v(scores, gt, absent=absent)
+    has_caption = torch.bincount(gt, minlength=scores.shape[1]) > 0
+    keep = torch.nonzero(has_caption).flatten()
+    remap = torch.full((scores.shape[1],), -1, dtype=torch.long)
+    remap[keep] = torch.arange(keep.numel())
+    v2t = ranks_v2t(scores[:, keep], remap[gt], absent=absent[keep])
+    return {"t2v": retrieval_metrics(t2v), "v2t": retrieval_metrics(v2t)}
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "-"
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    return "-" if v is None else str(v)
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out_dir, name: str, markdown: str, data: dict) -> dict[str, str]:
+    """``OUT/name.md`` and ``OUT/name.json`` (atomic); returns their paths."""
+    from ..core.io import atomic_write_json, atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, js = out / f"{name}.md", out / f"{name}.json"
+    atomic_write_text(md, markdown)
+    atomic_write_json(js, data)
+    return {"markdown": str(md), "json": str(js)}
+
+
+def split_label(split) -> str:
+    return f"{split.format}:{split.root} (split {split.name})" if split.format else f"{split.root} ({split.name})"
+
+
+def save_figure(fig, path) -> None:
+    from ..core.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")

@@ -1,0 +1,808 @@
+"""The efficiency benchmark: offline cost per video, online cost per query, and the memory-bandwidth floor.
+
+One run measures, side by side and on the same machine:
+
+* **Offline, per video** (what each framework computes before any query arrives): counted FLOPs
+  (:mod:`hybridtower.analysis.flops`), measured time and stored bytes, for Two-Tower meanP, CLIP-ViP,
+  X-Pool (its precomputable part: frame features, LayerNormed) and PIG (encoder + ITS + generator +
+  fusion, and each part separately).
+* **Online, per query**, for galleries of N videos: text encoding plus an exact top-k search.
+  PIG and Two-Tower: one matrix product over N stored D-vectors (our torch path, and FAISS
+  ``IndexFlatIP`` with ``distance_compute_blas_threshold`` chosen by measurement). X-Pool: the fusion
+  for every (query, video) pair (:class:`~hybridtower.analysis.xpool_fast.FoldedXPool`, its cheapest
+  exact form), chunked. PIG and Two-Tower are timed round-robin, so machine noise hits both alike.
+* **The floor**: bytes of stored vectors a query must read, divided by the memory bandwidth measured
+  in the same run by a large copy (STREAM convention: read + written bytes per second).
+
+Model weights are random (``create_model`` without pretrained weights): neither FLOPs nor time depend
+on their values. Stored galleries are random unit vectors for the same reason. A gallery that would not
+fit (``max_gallery_gb``, and never more than half of the free memory) is not allocated: its latency is
+extrapolated linearly from the largest measured N and marked ``extrapolated`` everywhere it appears.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from .flops import FlopCount, count_flops
+
+__all__ = [
+    "EfficiencyConfig",
+    "Timing",
+    "time_call",
+    "time_round_robin",
+    "measure_bandwidth",
+    "pig_part_costs",
+    "run_efficiency",
+    "format_markdown",
+    "plot_latency",
+]
+
+PUBLISHED_VIT_B_32_GFLOPS = 8.8  # per 224 px image, 2 FLOPs per multiply-add (4.4 GMACs)
+FRAMEWORKS = ("pig", "meanp", "clipvip", "xpool")
+LABELS = {
+    "pig": "PIG (Hybrid-Tower)",
+    "meanp": "Two-Tower meanP",
+    "clipvip": "Two-Tower CLIP-ViP",
+    "xpool": "X-Pool (Single-Tower)",
+    "two_tower": "Two-Tower",
+}
+
+
+@dataclass
+class EfficiencyConfig:
+    model_size: str = "vit-b-32"  # "tiny" | "vit-b-32" | "vit-b-16"
+    device: str = "cpu"
+    sizes: list[int] = field(default_factory=lambda: [1_000, 10_000, 100_000, 1_000_000])
+    repeats: int = 7  # timed repetitions per online point (median reported)
+    offline_repeats: int = 3  # timed repetitions per offline measurement
+    offline_batch: int = 1  # videos per offline forward pass (time is divided by it)
+    warmup: int = 1
+    min_seconds: float = 1.0  # online points: repeat cheap calls until a measurement spans this long
+    topk: int = 10
+    threads: int | None = None  # torch / FAISS threads (None: leave as is)
+    max_gallery_gb: float = 8.0  # largest stored array allocated; larger galleries are extrapolated
+    xpool_chunk: int = 4096  # videos per X-Pool scoring chunk
+    faiss: bool = True
+    bandwidth_mb: int = 512  # size of each array of the copy benchmark
+    seed: int = 0
+    query: str = "a man is chopping garlic in a kitchen"
+
+    def validate(self) -> "EfficiencyConfig":
+        from ..core.errors import ConfigError
+
+        if self.model_size not in ("tiny", "vit-b-32", "vit-b-16"):
+            raise ConfigError(f"--model-size must be tiny, vit-b-32 or vit-b-16, got {self.model_size!r}")
+        if not self.sizes or any(int(n) < 1 for n in self.sizes):
+            raise ConfigError(f"gallery sizes must be positive integers, got {self.sizes}")
+        if self.repeats < 1 or self.offline_repeats < 1 or self.offline_batch < 1:
+            raise ConfigError("repeats, offline repeats and offline batch must be >= 1")
+        if self.topk < 1:
+            raise ConfigError("--topk must be >= 1")
+        self.sizes = sorted({int(n) for n in self.sizes})
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# timing
+
+
+@dataclass
+class Timing:
+    median_ms: float
+    min_ms: float
+    mean_ms: float
+    repeats: int
+
+    def to_dict(self) -> dict:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def _sync(device) -> None:
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _timing(samples: list[float]) -> Timing:
+    ms = [s * 1e3 for s in samples]
+    return Timing(statistics.median(ms), min(ms), statistics.fmean(ms), len(ms))
+
+
+def _adaptive(repeats: int, estimate_s: float, min_seconds: float, max_repeats: int = 200) -> int:
+    """At least ``repeats``; more for fast calls, so that each measurement spans ``min_seconds``."""
+    if min_seconds <= 0 or estimate_s <= 0:
+        return repeats
+    return int(min(max(repeats, math.ceil(min_seconds / estimate_s)), max(repeats, max_repeats)))
+
+
+def time_call(fn: Callable, repeats: int = 5, warmup: int = 1, device="cpu", min_seconds: float = 0.0) -> Timing:
+    """Median wall time of ``fn()`` over ``repeats`` calls (more if ``min_seconds`` asks) after ``warmup``."""
+    import torch
+
+    with torch.no_grad():
+        est = 0.0
+        for _ in range(max(warmup, 1 if min_seconds else 0)):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            est = time.perf_counter() - t0
+        samples = []
+        for _ in range(_adaptive(repeats, est, min_seconds)):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            samples.append(time.perf_counter() - t0)
+    return _timing(samples)
+
+
+def time_round_robin(fns: dict[str, Callable], repeats: int = 5, warmup: int = 1, device="cpu",
+                     min_seconds: float = 0.0) -> dict[str, Timing]:
+    """Time several functions in alternation (a, b, b, a, a, b, ...), so that drift in machine load hits all."""
+    import torch
+
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    with torch.no_grad():
+        est = 0.0
+        for _ in range(max(warmup, 1 if min_seconds else 0)):
+            t0 = time.perf_counter()
+            for fn in fns.values():
+                fn()
+            _sync(device)
+            est = time.perf_counter() - t0
+        for r in range(_adaptive(repeats, est, min_seconds)):
+            names = list(fns) if r % 2 == 0 else list(reversed(fns))
+            for name in names:
+                t0 = time.perf_counter()
+                fns[name]()
+                _sync(device)
+                samples[name].append(time.perf_counter() - t0)
+    return {k: _timing(v) for k, v in samples.items()}
+
+
+def measure_bandwidth(device="cpu", mbytes: int = 512, repeats: int = 5) -> dict:
+    """Copy benchmark: ``dst.copy_(src)`` on two ``mbytes`` float32 arrays.
+
+    Bandwidth counts bytes read plus bytes written (STREAM "copy" convention): ``2 * size / time``.
+    The best repetition is the estimate of what the memory can deliver (used for the floor).
+    """
+    import torch
+
+    n = max(1, int(mbytes * 2**20) // 4)
+    src = torch.ones(n, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    t = time_call(lambda: dst.copy_(src), repeats=repeats, warmup=1, device=device)
+    nbytes = 2 * n * 4
+    out = {
+        "method": f"torch copy_ of {n * 4 / 2**20:.0f} MiB float32 on {device}; bytes read + written per second",
+        "array_bytes": n * 4,
+        "best_gbps": nbytes / (t.min_ms / 1e3) / 1e9,
+        "median_gbps": nbytes / (t.median_ms / 1e3) / 1e9,
+        "repeats": repeats,
+    }
+    del src, dst
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# machine facts
+
+
+def available_memory_bytes(device="cpu") -> int | None:
+    import torch
+
+    if str(device).startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info()
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def machine_info(device="cpu") -> dict:
+    import torch
+
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if str(device).startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        import faiss
+
+        info["faiss"] = faiss.__version__
+        info["faiss_threads"] = faiss.omp_get_max_threads()
+    except ImportError:
+        info["faiss"] = None
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# ----------------------------------------------------------------------------------------------
+# offline
+
+
+def _cost(flops: FlopCount, timing: Timing | None, per: int = 1) -> dict:
+    return {
+        "gflops": flops.total / 1e9,
+        "ms": timing.median_ms / per if timing else None,
+        "ms_min": timing.min_ms / per if timing else None,
+        "flops_by_op": flops.by_op,
+    }
+
+
+def pig_part_costs(model, frames, k: int | None = None, repeats: int = 3, warmup: int = 1,
+                   min_seconds: float = 0.0) -> dict:
+    """PIG's offline pipeline split into encoder / ITS / generator / fusion, FLOPs and time per video.
+
+    ``frames`` is one batch [B, T, 3, S, S]; FLOPs are counted on the first video, times divided by B.
+    ``k`` overrides the ITS top-k as in ``model.video_features(frames, k=k)``. ``repeats=0`` counts
+    FLOPs only (times are None).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    device = frames.device
+    b = frames.shape[0]
+    k = model.cfg.its.k if k is None else k
+    layer = model.cfg.its.layer if k != 0 else None
+
+    def parts(fr):
+        enc = lambda: model.video_encoder(fr, attn_layer=layer)  # noqa: E731
+        with torch.no_grad():
+            vt = enc()
+            pos = model.its_positions(vt, k)
+            t_p = model.generator(model.generator_inputs(vt, pos))
+        return {
+            "encoder": enc,
+            "its": lambda: model.its_positions(vt, k),
+            "generator": lambda: model.generator(model.generator_inputs(vt, pos)),
+            "fusion": lambda: F.normalize(model.fusion(t_p, model.fusion_tokens(vt)), dim=-1),
+        }, pos.shape[1]
+
+    one, selected = parts(frames[:1])
+    full = parts(frames)[0] if repeats > 0 else None
+    out = {"k": k, "selected": selected}
+    for name in one:
+        fl = count_flops(one[name])
+        tm = time_call(full[name], repeats=repeats, warmup=warmup, device=device, min_seconds=min_seconds) if full else None
+        out[name] = _cost(fl, tm, per=b)
+    total_fl = count_flops(lambda: model.video_features(frames[:1], k=k))
+    total_tm = (time_call(lambda: model.video_features(frames, k=k), repeats=repeats, warmup=warmup, device=device)
+                if full else None)
+    out["total"] = _cost(total_fl, total_tm, per=b)
+    return out
+
+
+def _offline(models: dict, cfg: EfficiencyConfig, device, bar) -> dict:
+    import torch
+
+    from .xpool_fast import FoldedXPool
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    out = {}
+    for fw, model in models.items():
+        pre = model.preprocess_config()
+        t, s = int(pre["num_frames"]), int(pre["image_size"])
+        frames = torch.randn(cfg.offline_batch, t, 3, s, s, generator=gen).to(device)
+        d = model.embed_dim
+        row: dict = {"framework": fw, "label": LABELS[fw], "frames": t, "image_size": s, "embed_dim": d}
+        if fw == "xpool":
+            fx = FoldedXPool(model.fusion)
+            fn_one = lambda m=model, f=frames, x=fx: x.store(m.encode_video(f[:1]))  # noqa: E731
+            fn = lambda m=model, f=frames, x=fx: x.store(m.encode_video(f))  # noqa: E731
+            row["precomputed"] = "per-frame features, LayerNormed (T x D)"
+            row["storage_floats"] = t * d
+        else:
+            fn_one = lambda m=model, f=frames: m.encode_video(f[:1])  # noqa: E731
+            fn = lambda m=model, f=frames: m.encode_video(f)  # noqa: E731
+            row["precomputed"] = {
+                "pig": "fused video vector v (encoder + ITS + generator + fusion)",
+                "meanp": "mean of frame features",
+                "clipvip": "video-CLS feature",
+            }[fw]
+            row["storage_floats"] = d
+        row["storage_bytes_fp32"] = 4 * row["storage_floats"]
+        row["storage_bytes_fp16"] = 2 * row["storage_floats"]
+        bar.set_postfix_str(f"offline {fw}")
+        fl = count_flops(fn_one)
+        tm = time_call(fn, repeats=cfg.offline_repeats, warmup=cfg.warmup, device=device)
+        row.update(_cost(fl, tm, per=cfg.offline_batch))
+        if fw == "pig":
+            row["parts"] = pig_part_costs(model, frames, repeats=cfg.offline_repeats, warmup=cfg.warmup,
+                                          min_seconds=min(cfg.min_seconds, 0.5))
+        out[fw] = row
+        bar.update(1)
+    return out
+
+
+def _image_check(models: dict, cfg: EfficiencyConfig, device) -> dict:
+    import torch
+
+    visual = models["meanp"].video_encoder.visual
+    s = int(models["meanp"].preprocess_config()["image_size"])
+    fl = count_flops(lambda: visual(torch.zeros(1, 3, s, s, device=device)))
+    out = {"arch": models["meanp"].cfg.backbone.arch, "image_size": s, "gflops": fl.total / 1e9, "gmacs": fl.total / 2e9}
+    if cfg.model_size == "vit-b-32":
+        out["published_gflops"] = PUBLISHED_VIT_B_32_GFLOPS
+        out["relative_difference"] = fl.total / 1e9 / PUBLISHED_VIT_B_32_GFLOPS - 1.0
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# online
+
+
+def _fits(nbytes: int, cfg: EfficiencyConfig, device) -> bool:
+    if nbytes > cfg.max_gallery_gb * 1e9:
+        return False
+    free = available_memory_bytes(device)
+    return free is None or nbytes <= 0.5 * free
+
+
+def _random_unit(n: int, d: int, device, seed: int, chunk: int = 65536):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    out = torch.empty(n, d, dtype=torch.float32, device=device)
+    for s in range(0, n, chunk):
+        x = torch.randn(min(chunk, n - s), d, generator=g)
+        out[s : s + x.shape[0]] = torch.nn.functional.normalize(x, dim=-1).to(device)
+    return out
+
+
+def _faiss_index(gallery_cpu, dim: int):
+    import faiss
+    import numpy as np
+    import torch
+
+    index = faiss.IndexFlatIP(dim)
+    step = 65536
+    for s in range(0, gallery_cpu.shape[0], step):
+        index.add(np.ascontiguousarray(gallery_cpu[s : s + step].numpy()))
+    view = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * dim).reshape(index.ntotal, dim)
+    return index, torch.from_numpy(view)  # the torch path reads FAISS's own storage: one copy in memory
+
+
+def _faiss_search_timings(index, query, k: int, cfg: EfficiencyConfig) -> dict:
+    import faiss
+
+    default = int(faiss.cvar.distance_compute_blas_threshold)
+    candidates = {f"default ({default})": default, "1 (BLAS for one query)": 1}
+    out = {}
+    try:
+        for name, th in candidates.items():
+            faiss.cvar.distance_compute_blas_threshold = th
+            t = time_call(lambda: index.search(query, k), repeats=cfg.repeats, warmup=cfg.warmup,
+                          min_seconds=cfg.min_seconds)
+            out[name] = {"threshold": th, **t.to_dict()}
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = default
+    best = min(out, key=lambda n: out[n]["median_ms"])
+    return {"thresholds": out, "chosen": best, "median_ms": out[best]["median_ms"], "chosen_threshold": out[best]["threshold"]}
+
+
+def _online(models: dict, cfg: EfficiencyConfig, device, bandwidth: dict, bar) -> dict:
+    import torch
+
+    from .xpool_fast import FoldedXPool
+
+    pig, tt, xp = models["pig"], models["meanp"], models["xpool"]
+    d = pig.embed_dim
+    t_frames = int(xp.preprocess_config()["num_frames"])
+    k = cfg.topk
+    fx = FoldedXPool(xp.fusion)
+    q = [cfg.query]
+    on_cuda = str(device).startswith("cuda")
+    use_faiss = cfg.faiss and not on_cuda
+    if use_faiss:
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            use_faiss = False
+
+    def encode(model):
+        return lambda: model.encode_text(model.tokenize(q))
+
+    def fetch(idx):  # a real search hands its results to the host
+        return idx.cpu() if on_cuda else idx
+
+    text_flops = {name: count_flops(encode(m)) for name, m in (("pig", pig), ("two_tower", tt), ("xpool", xp))}
+    text_time = time_round_robin({n: encode(m) for n, m in (("pig", pig), ("two_tower", tt), ("xpool", xp))},
+                                 repeats=cfg.repeats, warmup=cfg.warmup, device=device, min_seconds=cfg.min_seconds)
+    with torch.no_grad():
+        tq = {n: encode(m)() for n, m in (("pig", pig), ("two_tower", tt), ("xpool", xp))}
+        xq = fx.prepare_query(tq["xpool"])
+    xq_flops = count_flops(lambda: fx.prepare_query(tq["xpool"]))
+    chunk_flops: dict[int, FlopCount] = {}
+
+    def xpool_flops(n: int) -> FlopCount:
+        total = xq_flops
+        full, rem = divmod(n, cfg.xpool_chunk)
+        for size, times in ((cfg.xpool_chunk, full), (rem, 1)):
+            if size and times:
+                if size not in chunk_flops:
+                    probe = torch.zeros(size, t_frames, d, device=device)
+                    chunk_flops[size] = count_flops(lambda: fx.score_chunk(xq, probe))
+                    del probe
+                total = total + chunk_flops[size].scaled(times)
+        return total
+
+    bw = bandwidth["best_gbps"] * 1e9
+    rows = []
+    xpool_measured: list[tuple[int, float]] = []
+    for n in cfg.sizes:
+        bar.set_postfix_str(f"online N={n:,}")
+        row: dict = {"n": n}
+        gal_bytes = n * d * 4
+        x_bytes = n * t_frames * d * 4
+        row["bytes_scanned"] = {"pig": gal_bytes, "two_tower": gal_bytes, "xpool": x_bytes}
+        row["floor_ms"] = {"pig": gal_bytes / bw * 1e3, "two_tower": gal_bytes / bw * 1e3, "xpool": x_bytes / bw * 1e3}
+        # ---- PIG and Two-Tower: text encode + one matrix product + top-k
+        if _fits(gal_bytes, cfg, device):
+            index = None
+            if use_faiss:
+                index, gallery = _faiss_index(_random_unit(n, d, "cpu", cfg.seed + n), d)
+            else:
+                gallery = _random_unit(n, d, device, cfg.seed + n)
+            kk = min(k, n)
+
+            def search(tfeat, g=gallery, kk=kk):
+                return fetch(torch.topk((g @ tfeat.t()).squeeze(1), kk).indices)
+
+            e2e = time_round_robin(
+                {
+                    "pig": lambda: search(pig.encode_text(pig.tokenize(q))),
+                    "two_tower": lambda: search(tt.encode_text(tt.tokenize(q))),
+                },
+                repeats=cfg.repeats, warmup=cfg.warmup, device=device, min_seconds=cfg.min_seconds,
+            )
+            s_torch = time_call(lambda: search(tq["pig"]), repeats=cfg.repeats, warmup=cfg.warmup, device=device,
+                                min_seconds=cfg.min_seconds)
+            mm_flops = count_flops(lambda: gallery @ tq["pig"].t())
+            for name in ("pig", "two_tower"):
+                row[name] = {
+                    "total_ms": e2e[name].median_ms,
+                    "total_ms_min": e2e[name].min_ms,
+                    "text_ms": text_time[name].median_ms,
+                    "gflops": (text_flops[name] + mm_flops).total / 1e9,
+                    "search_gflops": mm_flops.total / 1e9,
+                    "extrapolated": False,
+                }
+            row["pig"]["search_torch_ms"] = s_torch.median_ms
+            row["pig"]["search_torch_vs_floor"] = s_torch.median_ms / row["floor_ms"]["pig"]
+            if index is not None:
+                fs = _faiss_search_timings(index, tq["pig"].cpu().numpy(), kk, cfg)
+                row["faiss"] = fs
+                row["pig"]["search_faiss_ms"] = fs["median_ms"]
+                row["pig"]["search_faiss_vs_floor"] = fs["median_ms"] / row["floor_ms"]["pig"]
+            del gallery, index
+        else:
+            row["skipped"] = f"PIG/Two-Tower gallery of {gal_bytes / 1e9:.1f} GB does not fit the memory limit"
+        # ---- X-Pool: text encode + fusion with every video (chunked) + top-k
+        xfl = xpool_flops(n)
+        xrow = {"gflops": (text_flops["xpool"] + xfl).total / 1e9, "search_gflops": xfl.total / 1e9,
+                "text_ms": text_time["xpool"].median_ms}
+        if _fits(x_bytes, cfg, device):
+            store = _xpool_store(fx, n, t_frames, d, device, cfg)
+            kk = min(k, n)
+
+            def xsearch(st=store, kk=kk):
+                tx = xp.encode_text(xp.tokenize(q))
+                return fetch(torch.topk(fx.scores(tx, st, chunk=cfg.xpool_chunk)[0], kk).indices)
+
+            def xsearch_only(st=store, kk=kk):
+                return fetch(torch.topk(fx.scores(tq["xpool"], st, chunk=cfg.xpool_chunk)[0], kk).indices)
+
+            reps = max(1, cfg.repeats if n * t_frames * d < 2e9 else min(cfg.repeats, 3))
+            tm = time_call(xsearch, repeats=reps, warmup=cfg.warmup, device=device, min_seconds=cfg.min_seconds)
+            ts = time_call(xsearch_only, repeats=reps, warmup=cfg.warmup, device=device, min_seconds=cfg.min_seconds)
+            xrow.update(total_ms=tm.median_ms, total_ms_min=tm.min_ms, search_ms=ts.median_ms, extrapolated=False)
+            xpool_measured.append((n, ts.median_ms))
+            del store
+        elif xpool_measured:
+            n0, search0 = xpool_measured[-1]
+            xrow.update(total_ms=text_time["xpool"].median_ms + search0 * n / n0, search_ms=search0 * n / n0,
+                        extrapolated=True,
+                        extrapolated_from=n0,
+                        note=f"store of {x_bytes / 1e9:.1f} GB over the memory limit: search time scaled "
+                             f"linearly from N={n0:,}")
+        else:
+            xrow.update(total_ms=None, extrapolated=False, note="store does not fit and nothing to extrapolate from")
+        row["xpool"] = xrow
+        if "pig" in row:
+            row["ratio_pig_two_tower"] = row["pig"]["total_ms"] / row["two_tower"]["total_ms"]
+            row["ratio_pig_two_tower_min"] = row["pig"]["total_ms_min"] / row["two_tower"]["total_ms_min"]
+            if xrow.get("total_ms") is not None:
+                row["ratio_xpool_pig"] = xrow["total_ms"] / row["pig"]["total_ms"]
+            row["flops_ratio_xpool_pig"] = xrow["gflops"] / row["pig"]["gflops"]
+        rows.append(row)
+        bar.update(1)
+    text = {n: {"gflops": text_flops[n].total / 1e9, **text_time[n].to_dict()} for n in text_flops}
+    return {"text_encoder": text, "xpool_query_prep_gflops": xq_flops.total / 1e9, "rows": rows,
+            "faiss_used": use_faiss}
+
+
+def _xpool_store(fx, n: int, t: int, d: int, device, cfg: EfficiencyConfig):
+    import torch
+
+    g = torch.Generator().manual_seed(cfg.seed + 7 * n)
+    store = torch.empty(n, t, d, dtype=torch.float32, device=device)
+    step = max(1, 2**22 // (t * d))
+    with torch.no_grad():
+        for s in range(0, n, step):
+            x = torch.randn(min(step, n - s), t, d, generator=g).to(device)
+            store[s : s + x.shape[0]] = fx.store(x)
+    return store
+
+
+def _xpool_naive_check(models: dict, cfg: EfficiencyConfig, device) -> dict:
+    """The folded scorer against ``XPool.score`` on a small gallery: same scores, and how much faster."""
+    import torch
+
+    from .xpool_fast import FoldedXPool
+
+    xp = models["xpool"]
+    fx = FoldedXPool(xp.fusion)
+    t = int(xp.preprocess_config()["num_frames"])
+    n = min(1000, cfg.sizes[0])
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    frames = torch.randn(n, t, xp.embed_dim, generator=g).to(device)
+    with torch.no_grad():
+        text = xp.encode_text(xp.tokenize([cfg.query]))
+        store = fx.store(frames)
+        diff = (xp.score(text, frames) - fx.scores(text, store)).abs().max().item()
+    naive = time_call(lambda: xp.score(text, frames), repeats=3, warmup=1, device=device)
+    fast = time_call(lambda: fx.scores(text, store, chunk=cfg.xpool_chunk), repeats=3, warmup=1, device=device)
+    return {"n": n, "max_abs_score_difference": diff, "model_score_ms": naive.median_ms,
+            "folded_ms": fast.median_ms, "speedup": naive.median_ms / fast.median_ms}
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
+
+
+def build_models(model_size: str, device) -> dict:
+    from .. import hub
+
+    return {fw: hub.create_model(f"{fw}-{model_size}", pretrained=None).to(device).eval() for fw in FRAMEWORKS}
+
+
+def run_efficiency(cfg: EfficiencyConfig, progress: bool = True, models: dict | None = None) -> dict:
+    """Run the whole benchmark and return the report (a JSON-serialisable dict)."""
+    import torch
+
+    cfg.validate()
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from ..core.errors import ConfigError
+
+        raise ConfigError("--device cuda was asked for but torch sees no CUDA device")
+    threads_before = torch.get_num_threads()
+    faiss_threads_before = None
+    if cfg.threads:
+        try:  # read both before setting either: they may share one OpenMP runtime
+            import faiss
+
+            faiss_threads_before = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(cfg.threads)
+        except ImportError:
+            pass
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, device, progress, models)
+    finally:
+        if faiss_threads_before is not None:
+            import faiss
+
+            faiss.omp_set_num_threads(faiss_threads_before)
+        torch.set_num_threads(threads_before)
+
+
+def _run(cfg: EfficiencyConfig, device, progress: bool, models: dict | None) -> dict:
+    from tqdm.auto import tqdm
+
+    started = time.time()
+    bar = tqdm(total=2 + len(FRAMEWORKS) + len(cfg.sizes), desc="bench efficiency", disable=not progress)
+    bar.set_postfix_str("building models")
+    models = models or build_models(cfg.model_size, device)
+    bar.update(1)
+    bar.set_postfix_str("memory bandwidth")
+    bandwidth = measure_bandwidth(device, cfg.bandwidth_mb)
+    bar.update(1)
+    offline = _offline(models, cfg, device, bar)
+    image = _image_check(models, cfg, device)
+    online = _online(models, cfg, device, bandwidth, bar)
+    online["xpool_folded_check"] = _xpool_naive_check(models, cfg, device)
+    bar.close()
+    return {
+        "config": asdict(cfg),
+        "command": _command_line(cfg),
+        "machine": machine_info(device),
+        "flop_convention": "2 FLOPs per multiply-add; matrix products and convolutions counted by "
+                           "torch.utils.flop_counter (MHA fast path off, math SDPA backend); elementwise ops not counted",
+        "image_check": image,
+        "bandwidth": bandwidth,
+        "offline": offline,
+        "online": online,
+        "parameters": {fw: m.parameter_counts() for fw, m in models.items()},
+        "seconds": time.time() - started,
+    }
+
+
+def _command_line(cfg: EfficiencyConfig) -> str:
+    default = EfficiencyConfig()
+    parts = ["hybridtower bench efficiency", f"--model-size {cfg.model_size}"]
+    if cfg.device != "cpu":
+        parts.append(f"--device {cfg.device}")
+    if cfg.sizes != default.sizes:
+        parts.append("--sizes " + ",".join(str(n) for n in cfg.sizes))
+    if cfg.repeats != default.repeats:
+        parts.append(f"--repeats {cfg.repeats}")
+    if cfg.threads:
+        parts.append(f"--threads {cfg.threads}")
+    return " ".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------
+# reporting
+
+
+def _fmt_ms(v) -> str:
+    if v is None:
+        return "-"
+    if v >= 100:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    if v >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+def _fmt_n(n: int) -> str:
+    for unit, div in (("M", 1_000_000), ("k", 1_000)):
+        if n >= div and n % div == 0:
+            return f"{n // div}{unit}"
+    return f"{n:,}"
+
+
+def format_markdown(report: dict) -> str:
+    """The report as Markdown tables (what the README and docs/efficiency.md show)."""
+    m = report["machine"]
+    lines = [
+        f"Command: `{report['command']}`  ",
+        f"Machine: {m['cpu']} ({m['cpu_count']} CPUs, {m['torch_threads']} torch threads)"
+        + (f", GPU {m['gpu']}" if m.get("gpu") else "")
+        + f"; torch {m['torch']}" + (f", faiss {m['faiss']}" if m.get("faiss") else "")
+        + f"; device `{m['device']}`  ",
+        f"FLOPs: {report['flop_convention']}.  ",
+    ]
+    img = report["image_check"]
+    check = f"{img['arch']} image encoder, one {img['image_size']} px image: {img['gflops']:.2f} GFLOPs ({img['gmacs']:.2f} GMACs)"
+    if "published_gflops" in img:
+        check += f"; published ~{img['published_gflops']} GFLOPs ({100 * img['relative_difference']:+.1f} %)"
+    lines.append(check + ".")
+    bw = report["bandwidth"]
+    lines.append(f"Memory bandwidth (copy, read + write): {bw['best_gbps']:.1f} GB/s best, {bw['median_gbps']:.1f} GB/s median.")
+    lines += ["", "**Offline, per video** (random weights; time = median per video)", "",
+              "| framework | precomputed | GFLOPs | time (ms) | stored bytes (fp32) |", "|---|---|---:|---:|---:|"]
+    for fw in FRAMEWORKS:
+        r = report["offline"][fw]
+        lines.append(f"| {r['label']} | {r['precomputed']} | {r['gflops']:.2f} | {_fmt_ms(r['ms'])} | {r['storage_bytes_fp32']:,} |")
+        if fw == "pig":
+            for part in ("encoder", "its", "generator", "fusion"):
+                p = r["parts"][part]
+                lines.append(f"| &nbsp;&nbsp;PIG {part} | | {p['gflops']:.3f} | {_fmt_ms(p['ms'])} | |")
+    on = report["online"]
+    te = on["text_encoder"]
+    lines += ["", f"Text encoder per query: {te['pig']['gflops']:.2f} GFLOPs, {_fmt_ms(te['pig']['median_ms'])} ms "
+              "(the same tower in every framework).", "",
+              "**Online, per query** (median ms; text encode + exact top-"
+              f"{report['config']['topk']} search over N stored videos)", "",
+              "| N | PIG | Two-Tower | PIG / Two-Tower | X-Pool | X-Pool / PIG | PIG search: torch | PIG search: FAISS "
+              "| floor (N x D) | floor X-Pool (N x T x D) | GFLOPs PIG | GFLOPs X-Pool |",
+              "|---:|" + "---:|" * 11]
+    for r in on["rows"]:
+        x = r["xpool"]
+        xs = _fmt_ms(x.get("total_ms")) + (" (extrapolated)" if x.get("extrapolated") else "")
+        if "pig" in r:
+            p, t = r["pig"], r["two_tower"]
+            ratio_x = f"{r['ratio_xpool_pig']:.1f}" if r.get("ratio_xpool_pig") else "-"
+            if x.get("extrapolated"):
+                ratio_x += " (extrap.)"
+            lines.append(
+                f"| {_fmt_n(r['n'])} | {_fmt_ms(p['total_ms'])} | {_fmt_ms(t['total_ms'])} | {r['ratio_pig_two_tower']:.3f} "
+                f"| {xs} | {ratio_x} | {_fmt_ms(p['search_torch_ms'])} | {_fmt_ms(p.get('search_faiss_ms'))} "
+                f"| {_fmt_ms(r['floor_ms']['pig'])} | {_fmt_ms(r['floor_ms']['xpool'])} | {p['gflops']:.3f} | {x['gflops']:.2f} |"
+            )
+        else:
+            lines.append(f"| {_fmt_n(r['n'])} | skipped | skipped | - | {xs} | - | - | - | {_fmt_ms(r['floor_ms']['pig'])} "
+                         f"| {_fmt_ms(r['floor_ms']['xpool'])} | - | {x['gflops']:.2f} |")
+    chosen = [(r["n"], r["faiss"]["chosen"]) for r in on["rows"] if "faiss" in r]
+    if chosen:
+        lines += ["", "FAISS `IndexFlatIP`, one query: `distance_compute_blas_threshold` chosen by measurement at each N: "
+                  + ", ".join(f"{_fmt_n(n)}: {c}" for n, c in chosen) + "."]
+    ck = on.get("xpool_folded_check")
+    if ck:
+        lines.append(f"X-Pool is timed with its cheapest exact form (`FoldedXPool`, same scores as `XPool.score` "
+                     f"within {ck['max_abs_score_difference']:.1e}; {ck['speedup']:.1f}x faster than it at N={ck['n']:,}).")
+    return "\n".join(lines) + "\n"
+
+
+def plot_latency(report: dict, path) -> None:
+    """Log-log plot of per-query latency against gallery size N (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["online"]["rows"]
+    fig, ax = plt.subplots(figsize=(9.5, 4.8), dpi=120)
+
+    def series(get):
+        pts = [(r["n"], get(r)) for r in rows]
+        return [p for p in pts if p[1] is not None]
+
+    def line(pts, **kw):
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], **kw)
+
+    has = [r for r in rows if "pig" in r]
+    line([(r["n"], r["pig"]["total_ms"]) for r in has], marker="o", color="tab:blue", label="PIG: text + search")
+    line([(r["n"], r["two_tower"]["total_ms"]) for r in has], marker="s", ls="--", color="tab:orange",
+         label="Two-Tower: text + search")
+    line([(r["n"], r["pig"]["search_torch_ms"]) for r in has], marker=".", ls=":", color="tab:green",
+         label="PIG search only (torch)")
+    line([(r["n"], r["pig"]["search_faiss_ms"]) for r in has if "search_faiss_ms" in r["pig"]], marker=".", ls=":",
+         color="tab:purple", label="PIG search only (FAISS flat)")
+    xm = series(lambda r: r["xpool"]["total_ms"] if not r["xpool"].get("extrapolated") else None)
+    line(xm, marker="^", color="tab:red", label="X-Pool: text + fusion per video")
+    if any(r["xpool"].get("extrapolated") for r in rows) and xm:
+        ext = [xm[-1]] + [(r["n"], r["xpool"]["total_ms"]) for r in rows if r["xpool"].get("extrapolated")]
+        line(ext, marker="^", mfc="none", ls="--", color="tab:red", label="X-Pool (extrapolated)")
+    line([(r["n"], r["floor_ms"]["pig"]) for r in rows], ls="-", color="gray", lw=1, label="floor: N x D bytes / bandwidth")
+    line([(r["n"], r["floor_ms"]["xpool"]) for r in rows], ls="-.", color="gray", lw=1,
+         label="floor: N x T x D bytes / bandwidth")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("gallery size N (videos)")
+    ax.set_ylabel("latency per query (ms)")
+    m = report["machine"]
+    ax.set_title(f"Online cost per query, {report['config']['model_size']} on {m.get('gpu') or m['device']}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    from ..core.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

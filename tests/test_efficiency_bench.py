@@ -1,0 +1,82 @@
+"""``hybridtower bench efficiency`` end to end on the tiny model, and the X-Pool scorer it times."""
+
+import json
+
+import pytest
+import torch
+
+from hybridtower.analysis.xpool_fast import FoldedXPool
+from hybridtower.cli.main import main
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_folded_xpool_gives_xpool_scores(heads):
+    from hybridtower import hub
+
+    model = hub.create_model("xpool-tiny", overrides=[f"fusion.num_heads={heads}"]).eval()
+    g = torch.Generator().manual_seed(heads)
+    with torch.no_grad():  # move every fusion weight away from its identity / default init
+        for p in model.fusion.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g))
+    text = torch.nn.functional.normalize(torch.randn(3, 128, generator=g), dim=-1)
+    frames = torch.randn(40, 8, 128, generator=g)
+    expected = model.score(text, frames)
+    fx = FoldedXPool(model.fusion)
+    got = fx.scores(text, fx.store(frames), chunk=16)
+    assert got.shape == (3, 40)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.equal(got.argsort(dim=1, descending=True)[:, :5], expected.argsort(dim=1, descending=True)[:, :5])
+
+
+def test_bench_efficiency_runs_end_to_end(tmp_path, capsys):
+    out, md, png = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "lat.png"
+    threads_before = torch.get_num_threads()
+    rc = main([
+        "bench", "efficiency", "--quick", "--sizes", "64,256", "--repeats", "1", "--offline-repeats", "1",
+        "--bandwidth-mb", "8", "--max-gallery-gb", "0.0005", "--min-seconds", "0", "--threads", "1", "--no-progress",
+        "--out", str(out), "--markdown", str(md), "--plot", str(png),
+    ])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["config"]["model_size"] == "tiny"
+    d = report["offline"]["pig"]["embed_dim"]
+    t = report["offline"]["xpool"]["frames"]
+
+    # offline: storage, and PIG's total is the sum of its parts
+    off = report["offline"]
+    assert off["pig"]["storage_bytes_fp32"] == off["meanp"]["storage_bytes_fp32"] == 4 * d
+    assert off["xpool"]["storage_bytes_fp32"] == 4 * t * d
+    parts = off["pig"]["parts"]
+    assert sum(parts[p]["gflops"] for p in ("encoder", "its", "generator", "fusion")) == pytest.approx(
+        off["pig"]["gflops"], rel=1e-9)
+    assert off["pig"]["gflops"] > off["clipvip"]["gflops"] > 0  # PIG = CLIP-ViP's encoder + generator + fusion
+    assert all(off[fw]["ms"] > 0 for fw in off)
+
+    # online: exact FLOPs of the search, a ratio at each N, the floor from the measured bandwidth
+    rows = {r["n"]: r for r in report["online"]["rows"]}
+    assert set(rows) == {64, 256}
+    text_gflops = report["online"]["text_encoder"]["pig"]["gflops"]
+    bw = report["bandwidth"]["best_gbps"] * 1e9
+    for n, r in rows.items():
+        assert r["pig"]["search_gflops"] * 1e9 == pytest.approx(2 * n * d)
+        assert r["pig"]["gflops"] == pytest.approx(text_gflops + 2 * n * d / 1e9)
+        per_pair = 2 * t * d + 2 * d * d + d  # one head
+        assert r["xpool"]["search_gflops"] * 1e9 == pytest.approx(2 * (n * per_pair + 2 * d * d))
+        assert r["ratio_pig_two_tower"] > 0 and r["ratio_xpool_pig"] > 0
+        assert r["floor_ms"]["pig"] == pytest.approx(n * d * 4 / bw * 1e3)
+        assert r["pig"]["search_faiss_ms"] > 0 and r["faiss"]["chosen"] in r["faiss"]["thresholds"]
+    # the 256-video X-Pool store (1 MB) is over the 0.5 MB limit: extrapolated, and labelled so
+    assert rows[64]["xpool"]["extrapolated"] is False
+    assert rows[256]["xpool"]["extrapolated"] is True and rows[256]["xpool"]["extrapolated_from"] == 64
+    table = md.read_text()
+    assert "(extrapolated)" in table and "| 256 |" in table
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["online"]["xpool_folded_check"]["max_abs_score_difference"] < 1e-5
+    assert "PIG / Two-Tower" in capsys.readouterr().out
+    assert torch.get_num_threads() == threads_before  # --threads is restored afterwards
+
+
+def test_bench_rejects_bad_sizes(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "efficiency", "--sizes", "10k,abc"])
+    assert "bad gallery size" in capsys.readouterr().err
