@@ -1,0 +1,23 @@
+"""HTTP service over an index: ``create_app(searcher)`` (FastAPI), the web page, thumbnails.
+
+``hybridtower serve INDEX_DIR`` opens a :class:`hybridtower.index.searcher.Searcher` once and runs
+this app with uvicorn. See docs/service.md for the routes, JSON shapes and the query rules.
+"""
+
+from .app import STATIC_DIR, SearcherLike, create_app
+from .queries import DEFAULT_MAX_QUERY_CHARS, CleanQuery, EmptyQuery, clean_query
+from .thumbnails import ThumbnailCache, ThumbnailError, default_cache_dir, middle_frame_jpeg
+
+__all__ = [
+    "create_app",
+    "SearcherLike",
+    "STATIC_DIR",
+    "clean_query",
+    "CleanQuery",
+    "EmptyQuery",
+    "DEFAULT_MAX_QUERY_CHARS",
+    "ThumbnailCache",
+    "ThumbnailError",
+    "default_cache_dir",
+    "middle_frame_jpeg",
+]

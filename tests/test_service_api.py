@@ -1,0 +1,323 @@
+"""HTTP API of ``hybridtower.service`` over a fake searcher: odd queries, ids, ranges, traversal, thumbnails."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from hybridtower.service import EmptyQuery, clean_query, create_app  # noqa: E402
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220)}
+
+
+def write_clip(path: Path, rgb, frames: int = 10, size=(48, 64)) -> Path:
+    """A tiny constant-colour H.264 clip whose middle frame has a white square (for the thumbnail check)."""
+    import av
+
+    h, w = size
+    container = av.open(str(path), mode="w")
+    stream = container.add_stream("libx264", rate=10)
+    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+    for i in range(frames):
+        arr = np.empty((h, w, 3), np.uint8)
+        arr[:] = rgb
+        frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+        frame.pts = i
+        for pkt in stream.encode(frame):
+            container.mux(pkt)
+    for pkt in stream.encode():
+        container.mux(pkt)
+    container.close()
+    return path
+
+
+@dataclass
+class FakeHit:
+    id: int
+    video_id: str
+    path: Path
+    score: float
+
+
+@dataclass
+class FakeResult:
+    query: str
+    hits: list
+    took_ms: float
+    truncated: bool
+    num_tokens: int
+    notes: list = field(default_factory=list)
+
+
+class FakeSearcher:
+    """Ranks by how many query words occur in the video id; 10 "tokens" of context."""
+
+    context = 10
+
+    def __init__(self, entries: dict[int, tuple[str, Path]]):
+        self.entries = entries
+        self.queries: list[tuple[str, int]] = []
+        self.manifest = {"kind": "vector", "model_name": "fake-model"}
+
+    def __len__(self):
+        return len(self.entries)
+
+    def video_path(self, id):
+        e = self.entries.get(id)
+        return None if e is None else e[1]
+
+    def search(self, query, k=10):
+        self.queries.append((query, k))
+        if query == "raise-query-error":
+            raise EmptyQuery("the searcher refused this query")
+        words = query.lower().split()
+        scored = [
+            FakeHit(i, vid, path, float(sum(w in vid for w in words)) + 0.001 * (10 - i))
+            for i, (vid, path) in self.entries.items()
+        ]
+        scored.sort(key=lambda h: -h.score)
+        n_tok = len(words) + 2
+        return FakeResult(query, scored[:k], 0.5, n_tok > self.context, n_tok)
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    entries = {}
+    for i, (name, rgb) in enumerate(COLORS.items()):
+        entries[i] = (f"{name}_clip", write_clip(root / f"{name}_clip.mp4", rgb))
+    bad = root / "broken.mp4"
+    bad.write_bytes(b"this is not a video" * 50)
+    entries[7] = ("broken", bad)
+    entries[9] = ("gone", root / "gone.mp4")  # in the index, deleted from disk
+    secret = root.parent / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    return root, entries
+
+
+@pytest.fixture()
+def client(collection, tmp_path):
+    _, entries = collection
+    searcher = FakeSearcher(entries)
+    app = create_app(searcher, thumbnail_dir=tmp_path / "thumbs", max_k=20, default_k=5)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        c.searcher = searcher
+        c.app_ = app
+        yield c
+
+
+def test_healthz_and_page(client):
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok" and body["videos"] == 5 and body["model_name"] == "fake-model"
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'id="search-form"' in page.text and 'id="results"' in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN: works offline
+    js = client.get("/static/app.js")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"] and "fetch(" in js.text
+    assert client.get("/static/style.css").status_code == 200
+    for bad in ("/static/index.html", "/static/app.py", "/static/..%2fapp.py", "/static/nothing.js"):
+        assert client.get(bad).status_code == 404, bad
+
+
+def test_search_returns_ranked_hits_with_urls(client):
+    r = client.get("/search", params={"q": "a green clip", "k": 3})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["query"] == "a green clip" and body["k"] == 3 and len(body["hits"]) == 3
+    top = body["hits"][0]
+    assert top["video_id"] == "green_clip" and top["name"] == "green_clip.mp4" and top["rank"] == 1
+    assert top["video_url"] == f"/videos/{top['id']}" and top["thumbnail_url"] == f"/videos/{top['id']}/thumbnail"
+    assert "path" not in top and all("/" not in h["name"] for h in body["hits"])  # no server paths leak
+    assert [h["score"] for h in body["hits"]] == sorted((h["score"] for h in body["hits"]), reverse=True)
+    assert body["truncated"] is False and body["notes"] == [] and body["total_videos"] == 5
+    assert body["took_ms"] >= 0 and body["search_ms"] == 0.5
+    assert client.searcher.queries[-1] == ("a green clip", 3)
+    assert len(client.get("/search", params={"q": "blue"}).json()["hits"]) == 5  # default_k
+
+
+@pytest.mark.parametrize("q", [None, "", "   ", "\t\n  \r\n", "\x00\x01\x7f", "\u200b\u200b", "\ufeff \x85"])
+def test_empty_queries_are_400(client, q):
+    params = {} if q is None else {"q": q}
+    r = client.get("/search", params=params)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "empty_query" and r.json()["detail"]
+    assert client.searcher.queries == []  # never reaches the model
+
+
+def test_control_characters_removed_with_note(client):
+    r = client.get("/search", params={"q": "red\x00 clip\x1b[31m\x7f\ttoday\u0085"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["query"] == "red clip[31m today"
+    assert any("removed 3 control/invisible characters" in n for n in body["notes"])
+    assert client.searcher.queries[-1][0] == "red clip[31m today"
+
+
+def test_non_ascii_query_kept(client):
+    q = "ein rotes Auto fährt 東京 🎥 بالعربية"
+    r = client.get("/search", params={"q": q})
+    assert r.status_code == 200 and r.json()["query"] == q and r.json()["notes"] == []
+    # bytes that are not UTF-8 (%ff) are decoded with replacement characters, not a crash
+    r = client.get("/search?q=red%ff%fe%20clip")
+    assert r.status_code == 200 and r.json()["hits"]
+
+
+def test_long_queries_truncated_and_said_so(client):
+    r = client.get("/search", params={"q": "red " * 20})  # > 10 tokens: the model truncates
+    body = r.json()
+    assert r.status_code == 200 and body["truncated"] is True and body["num_tokens"] == 22
+    assert any("truncated" in n for n in body["notes"])
+    r = client.get("/search", params={"q": "x" * 5000})  # > max chars: cut before the model sees it
+    body = r.json()
+    assert r.status_code == 200 and body["truncated"] is True
+    assert len(client.searcher.queries[-1][0]) == 1000 and any("1000 characters" in n for n in body["notes"])
+
+
+@pytest.mark.parametrize("k,status", [("abc", 400), ("0", 400), ("-3", 400), ("1.5", 400), ("2", 200), (" 2 ", 200), ("", 200)])
+def test_k_validation(client, k, status):
+    r = client.get("/search", params={"q": "red", "k": k})
+    assert r.status_code == status, r.text
+    if status == 400:
+        assert r.json()["error"] == "invalid_k"
+    elif k.strip():
+        assert len(r.json()["hits"]) == 2
+
+
+def test_k_above_max_is_lowered(client):
+    body = client.get("/search", params={"q": "red", "k": 10**9}).json()
+    assert body["k"] == 20 and any("lowered" in n for n in body["notes"])
+
+
+def test_searcher_query_error_is_400(client):
+    r = client.get("/search", params={"q": "raise-query-error"})
+    assert r.status_code == 400 and "refused" in r.json()["detail"]
+
+
+def test_video_served_with_ranges(client, collection):
+    _, entries = collection
+    data = entries[1][1].read_bytes()
+    r = client.get("/videos/1")
+    assert r.status_code == 200 and r.content == data and r.headers["content-type"] == "video/mp4"
+    assert r.headers["accept-ranges"] == "bytes" and r.headers["content-disposition"].startswith("inline")
+    r = client.get("/videos/1", headers={"Range": "bytes=10-29"})
+    assert r.status_code == 206 and r.content == data[10:30]
+    assert r.headers["content-range"] == f"bytes 10-29/{len(data)}"
+    r = client.get("/videos/1", headers={"Range": f"bytes={len(data) + 5}-"})
+    assert r.status_code == 416
+    r = client.head("/videos/1")
+    assert r.status_code == 200 and int(r.headers["content-length"]) == len(data) and r.content == b""
+
+
+@pytest.mark.parametrize("vid", ["3", "99999", "abc", "-1", "1e3", "%20%31", "0x1", "１", "9"])
+def test_unknown_or_malformed_ids_are_404(client, vid):
+    for suffix in ("", "/thumbnail"):
+        r = client.get(f"/videos/{vid}{suffix}")
+        assert r.status_code == 404, (vid, suffix, r.text)
+        assert r.json()["error"] == "not_found"
+
+
+def _raw_get(app, raw_path: bytes) -> tuple[int, bytes]:
+    """Send a request with an exact, un-normalised path straight to the ASGI app."""
+    from urllib.parse import unquote_to_bytes
+
+    path_part, _, query = raw_path.partition(b"?")
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": unquote_to_bytes(path_part).decode("utf-8", "replace"), "raw_path": path_part,
+        "query_string": query, "root_path": "", "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 1234), "server": ("testserver", 80),
+    }
+    out = {"status": None, "body": b""}
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(msg):
+        if msg["type"] == "http.response.start":
+            out["status"] = msg["status"]
+        elif msg["type"] == "http.response.body":
+            out["body"] += msg.get("body", b"")
+
+    asyncio.run(app(scope, receive, send))
+    return out["status"], out["body"]
+
+
+TRAVERSALS = [
+    b"/videos/../secret.txt",
+    b"/videos/../../etc/passwd",
+    b"/videos/..%2f..%2fetc%2fpasswd",
+    b"/videos/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    b"/videos/%2E%2E%2Fsecret.txt",
+    b"/videos/%252e%252e%252fsecret.txt",
+    b"/videos//etc/passwd",
+    b"/videos/%2Fetc%2Fpasswd",
+    b"/videos/1/../../secret.txt",
+    b"/videos/1%2f..%2f..%2fsecret.txt",
+    b"/videos/1/thumbnail/../../../etc/passwd",
+    b"/videos/..\\..\\secret.txt",
+    b"/videos/C:%5Cwindows%5Cwin.ini",
+    b"/static/../app.py",
+    b"/static/%2e%2e%2fapp.py",
+    b"/static//etc/passwd",
+]
+
+
+@pytest.mark.parametrize("raw", TRAVERSALS, ids=[t.decode() for t in TRAVERSALS])
+def test_path_traversal_is_404(client, raw):
+    status, body = _raw_get(client.app_, raw)
+    assert status == 404, (raw, status, body[:200])
+    assert b"TOP-SECRET" not in body and b"root:" not in body
+
+
+def test_thumbnail_generated_once_and_cached(client, tmp_path):
+    from PIL import Image
+
+    r = client.get("/videos/2/thumbnail")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    img = Image.open(io.BytesIO(r.content))
+    assert img.format == "JPEG" and max(img.size) == 256 and img.size == (256, 192)
+    px = np.asarray(img.convert("RGB"))[96, 128].astype(int)
+    assert np.abs(px - np.array(COLORS["blue"])).max() < 40  # it is the blue clip's frame
+    thumbs = client.app_.state.thumbnails
+    assert thumbs.generated == 1 and len(list((tmp_path / "thumbs").rglob("*.jpg"))) == 1
+    assert client.get("/videos/2/thumbnail").content == r.content
+    assert thumbs.generated == 1  # served from the disk cache
+
+
+def test_undecodable_video_thumbnail_is_404_not_500(client):
+    for _ in range(2):
+        r = client.get("/videos/7/thumbnail")
+        assert r.status_code == 404 and r.json()["error"] == "thumbnail_unavailable"
+        assert "broken.mp4" in r.json()["detail"]
+    assert client.get("/videos/7").status_code == 200  # the file itself is still in the index
+
+
+def test_indexed_file_gone_is_404(client):
+    r = client.get("/videos/9")
+    assert r.status_code == 404 and "gone" in r.json()["detail"]
+
+
+def test_clean_query_rules():
+    assert clean_query("  a \t b\n").text == "a b"
+    assert clean_query("x" * 20, max_chars=5).text == "xxxxx"
+    assert clean_query("x" * 20, max_chars=5).cut
+    assert clean_query("caf\u00e9 \ud800ok").text == "café ok"
+    assert clean_query("zero\u200bwidth").text == "zerowidth"
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # ZWJ emoji sequence survives
+    assert clean_query(f"a {family} walks").text == f"a {family} walks"
+    with pytest.raises(EmptyQuery):
+        clean_query("\x00\x00")
+    with pytest.raises(EmptyQuery):
+        clean_query(None)
