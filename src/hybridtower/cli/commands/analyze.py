@@ -88,22 +88,6 @@ def register(sub) -> None:
     v.set_defaults(func=run)
 
 
-def _choose_split(spec: str, split: str | None) -> str:
-    from ...data import list_splits
-
-    if split:
-        return split
-    splits = list_splits(spec)
-    for name in ("test", "test-1ka"):
-        if name in splits:
-            return name
-    if len(splits) == 1:
-        return splits[0]
-    from ...analysis.common import AnalysisError
-
-    raise AnalysisError(f"{spec} has splits {', '.join(splits)}: choose one with --split")
-
-
 def _device(name: str):
     import torch
 
@@ -115,11 +99,11 @@ def _device(name: str):
 def run(args) -> int:
     from ... import hub
     from ...analysis.common import subset_split
-    from ...data import load_split
+    from ...data import choose_test_split, load_split
 
     device = _device(args.device)
     model = hub.load_model(args.checkpoint, device=device)
-    split = load_split(args.data, _choose_split(args.data, args.split))
+    split = load_split(args.data, choose_test_split(args.data, args.split))
     split = subset_split(split, getattr(args, "max_videos", None))
     progress = not args.no_progress
     if args.analysis == "oracle":

@@ -55,27 +55,12 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _choose_split(spec: str, split: str | None) -> str:
-    from ...data import list_splits
-    from ...data.annotations import DataError
-
-    if split is not None:
-        return split
-    names = list_splits(spec)
-    for preferred in ("test", "test-1ka"):
-        if preferred in names:
-            return preferred
-    if len(names) == 1:
-        return names[0]
-    raise DataError(f"{spec} has several splits {names} and none is named 'test'; choose one with --split")
-
-
 def run(args) -> int:
     import torch
 
     from ... import hub
     from ...core.errors import ConfigError
-    from ...data import load_split
+    from ...data import choose_test_split, load_split
     from ...eval import evaluate, format_table, to_jsonable
 
     if args.batch_size < 1:
@@ -92,7 +77,7 @@ def run(args) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {args.device!r}: CUDA is not available on this machine")
 
-    split_name = _choose_split(args.data, args.split)
+    split_name = choose_test_split(args.data, args.split)
     split = load_split(args.data, split_name, video_root=args.video_root)
     model = hub.load_model(args.checkpoint, device=device)
     result = evaluate(model, split, batch_size=args.batch_size, num_workers=args.num_workers,

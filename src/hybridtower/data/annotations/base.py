@@ -261,6 +261,19 @@ def list_splits(spec: str) -> list[str]:
     return reader.splits(root)
 
 
+def choose_test_split(spec: str, split: str | None = None) -> str:
+    """``split`` if given; else the dataset's test split (``test``, then ``test-1ka``) or its only split."""
+    if split:
+        return split
+    names = list_splits(spec)
+    for preferred in ("test", "test-1ka"):
+        if preferred in names:
+            return preferred
+    if len(names) == 1:
+        return names[0]
+    raise DataError(f"{spec} has several splits {names} and none is named 'test'; choose one with --split")
+
+
 def _check_root(name: str, root: Path) -> None:
     if not root.exists():
         raise DataError(f"{name}: ROOT {root} does not exist ({READERS[name].description})")
