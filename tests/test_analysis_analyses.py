@@ -207,3 +207,10 @@ def test_cli_its_patches_and_errors(pig_ckpt, synth, tmp_path, capsys):
     rc = main(["analyze", "its-patches", "--checkpoint", str(pig_ckpt), "--data", data, "--split", "test",
                "--video", "no-such-video", "--out", str(tmp_path), "--device", "cpu"])
     assert rc == 2 and "no video 'no-such-video'" in capsys.readouterr().err
+
+
+def test_markdown_table_formats_recalls_with_one_decimal_and_small_values_with_three():
+    from hybridtower.analysis.common import markdown_table
+
+    md = markdown_table(["a", "b", "c", "d", "e"], [[7.1, 24.5, 0.2183, float("nan"), None]])
+    assert md.splitlines()[-1] == "| 7.1 | 24.5 | 0.218 | - | - |"

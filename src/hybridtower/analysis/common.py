@@ -150,7 +150,9 @@ def _cell(v) -> str:
     if isinstance(v, float):
         if not math.isfinite(v):
             return "-"
-        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+        # small quantities (cosines, GFLOPs, scores) keep 3 decimals; recalls, ranks and ms get one, so a
+        # column reads 7.1 / 24.5 rather than 7.100 / 24.5
+        return f"{v:.3f}" if abs(v) < 1 else f"{v:.1f}"
     return "-" if v is None else str(v)
 
 

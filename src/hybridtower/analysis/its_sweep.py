@@ -159,7 +159,7 @@ def its_sweep_analysis(model, split, out_dir=None, *, ks="0,4,8,16,32,all", batc
     if out_dir is not None and plot and any("skipped" not in r for r in rows):
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         files["plot"] = str(Path(out_dir) / "its_sweep.png")
-        _plot([r for r in rows if "skipped" not in r], files["plot"], trained_k)
+        _plot([r for r in rows if "skipped" not in r], files["plot"], trained_k, len(split.captions))
         md += f"\n![ITS k sweep]({Path(files['plot']).name})\n"
     result["files"] = files
     if out_dir is not None:
@@ -168,22 +168,35 @@ def its_sweep_analysis(model, split, out_dir=None, *, ks="0,4,8,16,32,all", batc
     return result
 
 
-def _plot(rows, path, trained_k) -> None:
+def _plot(rows, path, trained_k, num_captions: int | None = None) -> None:
+    """R@1/5/10 (left, from 0 so that flat stays flat) and offline GFLOPs (right, from 0) against k."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ks = [r["k_value"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
-    ax.plot(ks, [r["t2v"]["R@1"] for r in rows], marker="o", color="tab:blue", label="t2v R@1")
+    fig, ax = plt.subplots(figsize=(6.6, 4.6), dpi=120, layout="constrained")
+    recall_max = 0.0
+    for name, marker, alpha in (("R@1", "o", 1.0), ("R@5", "^", 0.75), ("R@10", "v", 0.55)):
+        ys = [r["t2v"][name] for r in rows]
+        recall_max = max(recall_max, *ys)
+        ax.plot(ks, ys, marker=marker, color="tab:blue", alpha=alpha, label=f"t2v {name}")
+    ax.set_ylim(0, max(1.0, recall_max) * 1.15)
     ax.set_xlabel("ITS k (patch tokens given to the generator)")
-    ax.set_ylabel("t2v R@1 (%)", color="tab:blue")
-    ax.axvline(trained_k, color="gray", ls=":", lw=1)
+    ax.set_ylabel("t2v recall (%)", color="tab:blue")
+    ax.axvline(trained_k, color="gray", ls=":", lw=1, label=f"trained k = {trained_k}")
     ax2 = ax.twinx()
-    ax2.plot(ks, [r["offline_gflops"] for r in rows], marker="s", color="tab:red", ls="--", label="offline GFLOPs")
+    gf = [r["offline_gflops"] for r in rows]
+    ax2.plot(ks, gf, marker="s", color="tab:red", ls="--", label="offline GFLOPs / video")
+    ax2.set_ylim(0, max(gf) * 1.15)
     ax2.set_ylabel("offline GFLOPs per video", color="tab:red")
-    ax.set_title(f"Same checkpoint (trained at k={trained_k}) evaluated at each k", fontsize=10)
-    fig.tight_layout()
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    fig.legend(h1 + h2, l1 + l2, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    title = f"Same checkpoint (trained at k={trained_k}) evaluated at each k"
+    if num_captions:
+        title += f"\n({num_captions} captions: one caption = {100 / num_captions:.2g} recall points)"
+    ax.set_title(title, fontsize=10)
     save_figure(fig, path)
     plt.close(fig)

@@ -134,9 +134,10 @@ def _draw(frames, sel, mean, std, path, video_id, captions, heatmap: bool) -> No
     t = frames.shape[0]
     size = frames.shape[-1]
     img = (frames * torch.tensor(std)[None, :, None, None] + torch.tensor(mean)[None, :, None, None]).clamp(0, 1)
-    cols = min(t, 6)
-    rows = (t + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows + 0.6), dpi=120, squeeze=False)
+    rows = (t + 5) // 6  # at most 6 per row, rows filled evenly (8 frames -> 2 x 4, not 6 + 2)
+    cols = (t + rows - 1) // rows
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.3 * rows + 0.7), dpi=120, squeeze=False,
+                             layout="constrained")
     heat = sel["heat"]
     vmax = float(heat.max()) if heat.numel() else 1.0
     p = size / sel["grid"]  # patch size in displayed pixels
@@ -153,12 +154,12 @@ def _draw(frames, sel, mean, std, path, video_id, captions, heatmap: bool) -> No
             if s["frame"] != i:
                 continue
             ax.add_patch(Rectangle((s["col"] * p, s["row"] * p), p, p, fill=False, edgecolor="lime", lw=1.6))
-            ax.text(s["col"] * p + 1, s["row"] * p + 1, str(s["rank"]), color="yellow", fontsize=6, va="top",
+            ax.text(s["col"] * p + 1, s["row"] * p + 1, str(s["rank"]), color="yellow", fontsize=7, va="top",
                     ha="left", fontweight="bold")
-    title = f"ITS top-{sel['k']} patches of {video_id}"
+    title = f"ITS top-{sel['k']} patches of {video_id} (boxes numbered by ITS rank"
+    title += "; tint: ITS score, one scale for the video)" if heatmap else ")"
     if captions:
         title += f'\n"{captions[0][:90]}"'
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
