@@ -16,13 +16,17 @@ from .data.video.transforms import PreprocessConfig
 from .models import RetrievalModel
 
 
-def preprocess_for(model: RetrievalModel) -> PreprocessConfig:
-    """The data-side preprocessing config the model's backbone expects."""
-    p = model.preprocess_config()
+def preprocess_from_dict(p: dict) -> PreprocessConfig:
+    """A data-side preprocessing config from a backbone's preprocessing dict (``hub.load_clip``'s second value)."""
     return PreprocessConfig(
         image_size=int(p["image_size"]), mean=tuple(p["mean"]), std=tuple(p["std"]),
         resize_mode=p.get("resize_mode", "squash"), interpolation=p.get("interpolation", "bicubic"),
     )
+
+
+def preprocess_for(model: RetrievalModel) -> PreprocessConfig:
+    """The data-side preprocessing config the model's backbone expects."""
+    return preprocess_from_dict(model.preprocess_config())
 
 
 def autocast_context(device: torch.device, precision: str = "fp32"):

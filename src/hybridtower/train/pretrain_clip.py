@@ -106,9 +106,9 @@ def pretrain_clip(cfg: PretrainConfig, output_dir: str | Path, *, device: str = 
 
     from .. import hub
     from ..core.seeding import seed_everything
-    from ..data import PreprocessConfig, list_splits, load_split
+    from ..data import list_splits, load_split
     from ..data.datasets import ImageCaptions, collate_skip_errors
-    from ..encode import autocast_context
+    from ..encode import autocast_context, preprocess_from_dict
     from ..models.text_encoder import TextEncoder
     from ..models.tokenizer import Tokenizer
     from .distributed import pick_device
@@ -125,8 +125,7 @@ def pretrain_clip(cfg: PretrainConfig, output_dir: str | Path, *, device: str = 
     if cfg.context_length > text_encoder.context_length:
         raise ConfigError(f"context_length {cfg.context_length} exceeds {cfg.arch}'s {text_encoder.context_length}")
     tokenizer = Tokenizer(cfg.context_length)
-    preprocess = PreprocessConfig(image_size=pre["image_size"], mean=tuple(pre["mean"]), std=tuple(pre["std"]),
-                                  resize_mode=pre["resize_mode"], interpolation=pre["interpolation"])
+    preprocess = preprocess_from_dict(pre)
     split = load_split(cfg.data, cfg.split).available()
     dataset = ImageCaptions(split, preprocess, seed=cfg.seed)
     val_name = None
