@@ -21,17 +21,19 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .annotations.base import DataError, SplitData
-from .video.decode import VideoDecodeError, probe_video, read_frames
+from .video.decode import VideoDecodeError, read_frames
 from .video.transforms import PreprocessConfig, preprocess_frames
 
 __all__ = ["TrainPairs", "VideoFrames", "ImageCaptions", "collate_skip_errors", "load_image"]
 
 
-def _item_rng(seed: int, epoch: int, index: int) -> random.Random:
+def item_rng(seed: int, epoch: int, index: int) -> random.Random:
+    """The random stream of one item in one epoch (caption choice, then frame sampling)."""
     return random.Random(f"{seed}:{epoch}:{index}")
 
 
-def _error_item(video_index: int, video_id: str, error: str) -> dict:
+def error_item(video_index: int, video_id: str, error: str) -> dict:
+    """What a dataset returns for a video it cannot read (``collate_skip_errors`` lists it)."""
     return {"error": error, "video_index": video_index, "video_id": video_id}
 
 
@@ -79,12 +81,12 @@ class TrainPairs(Dataset):
 
     def __getitem__(self, idx: int) -> dict:
         vindex, vid, path, texts = self.items[idx]
-        rng = _item_rng(self.seed, self.epoch, idx)
+        rng = item_rng(self.seed, self.epoch, idx)
         text = texts[rng.randrange(len(texts))]
         try:
             frames = read_frames(path, self.num_frames, self.sample_mode, rng)
         except VideoDecodeError as exc:
-            return _error_item(vindex, vid, str(exc))
+            return error_item(vindex, vid, str(exc))
         return {
             "frames": preprocess_frames(frames, self.preprocess),
             "text": text,
@@ -124,11 +126,11 @@ class VideoFrames(Dataset):
     def __getitem__(self, idx: int) -> dict:
         vid, path = self.videos[idx]
         if path is None:
-            return _error_item(idx, vid, f"video {vid!r}: file not found")
+            return error_item(idx, vid, f"video {vid!r}: file not found")
         try:
-            frames = read_frames(path, self.num_frames, self.sample_mode, _item_rng(self.seed, 0, idx))
+            frames = read_frames(path, self.num_frames, self.sample_mode, item_rng(self.seed, 0, idx))
         except VideoDecodeError as exc:
-            return _error_item(idx, vid, str(exc))
+            return error_item(idx, vid, str(exc))
         return {"frames": preprocess_frames(frames, self.preprocess), "video_index": idx, "video_id": vid}
 
 
@@ -191,9 +193,9 @@ class ImageCaptions(Dataset):
                 frame = load_image(path)[None]
             else:
                 mode = "random" if self.frame_mode == "random" else "uniform"
-                frame = read_frames(path, 1, mode, _item_rng(self.seed, self.epoch, idx))
+                frame = read_frames(path, 1, mode, item_rng(self.seed, self.epoch, idx))
         except VideoDecodeError as exc:
-            return _error_item(vindex, vid, str(exc))
+            return error_item(vindex, vid, str(exc))
         return {"frames": preprocess_frames(frame, self.preprocess), "text": text, "video_index": vindex, "video_id": vid}
 
 

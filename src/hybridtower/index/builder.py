@@ -110,8 +110,8 @@ class IndexRunSummary:
 
 
 # ----------------------------------------------------------------------------------------------------
-def _dataset_classes():
-    from ..data.datasets import VideoFrames, collate_skip_errors
+def _index_frames_class():
+    from ..data.datasets import VideoFrames
 
     class IndexFrames(VideoFrames):
         """VideoFrames over paths that also reports each file's (size, mtime_ns, sha256) as decoded."""
@@ -131,7 +131,7 @@ def _dataset_classes():
                 item["fingerprint"] = (int(st.st_size), int(st.st_mtime_ns), sha)
             return item
 
-    return IndexFrames, collate_skip_errors
+    return IndexFrames
 
 
 def _collate(batch: list[dict]) -> dict:
@@ -366,7 +366,7 @@ def _encode_files(session: _Session, model, work: list[FoundFile], options: Inde
 
     if not work:
         return
-    IndexFrames, _ = _dataset_classes()
+    IndexFrames = _index_frames_class()
     ds = IndexFrames([f.path for f in work], num_frames=model.cfg.video.num_frames, preprocess=preprocess_for(model))
     loader = DataLoader(ds, batch_size=options.batch_size, num_workers=options.num_workers, collate_fn=_collate)
     device = next(model.parameters()).device

@@ -117,13 +117,12 @@ class Searcher:
         self.device = torch.device(device)
         self.entries = data.entries
         self._row_of = {e.id: i for i, e in enumerate(self.entries)}
-        self._vectors = np.ascontiguousarray(data.vectors, dtype=np.float32)
         self._frames = None if data.frames is None else torch.from_numpy(data.frames)
         self.rerank_all = bool(rerank_all)
         self.candidates = candidates
         self.rerank = self.manifest.get("index_kind") == "frames+rerank"
         self._lock = threading.Lock()
-        self.ann_kind, self._ann = self._open_ann()
+        self.ann_kind, self._ann = self._open_ann(data.vectors)  # FAISS keeps the only copy of the vectors
         self.context_length = int(model.cfg.text_context_length)
 
     # ----- construction -----
@@ -149,7 +148,7 @@ class Searcher:
         check_same_model(recorded, identity, index_dir)
         return cls(index_dir, data, model, device=device, rerank_all=rerank_all, candidates=candidates)
 
-    def _open_ann(self):
+    def _open_ann(self, vectors):
         from .ann import build_ann, load_ann, resolve_params
 
         ann = self.manifest.get("ann") or {}
@@ -162,7 +161,7 @@ class Searcher:
             except RuntimeError as exc:
                 raise store.IndexFormatError(f"FAISS index {path} is unreadable: {exc}") from exc
         # exact search (or an ANN structure not built yet by an interrupted run): flat inner product
-        return "flat", build_ann(self._vectors, "flat")
+        return "flat", build_ann(np.ascontiguousarray(vectors, dtype=np.float32), "flat")
 
     # ----- queries -----
     def __len__(self) -> int:

@@ -14,8 +14,6 @@ preprocessing), so the comparison's runs decode the data once.
 
 from __future__ import annotations
 
-import random
-
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -76,14 +74,15 @@ class CachedTrainPairs(Dataset):
         return len(self.base)
 
     def __getitem__(self, idx: int) -> dict:
+        from ..data.datasets import error_item, item_rng
         from ..data.video.sampling import sample_indices
 
         vindex, vid, _, texts = self.base.items[idx]
-        rng = random.Random(f"{self.base.seed}:{self.base.epoch}:{idx}")  # TrainPairs' stream: caption, then frames
+        rng = item_rng(self.base.seed, self.base.epoch, idx)  # TrainPairs' stream: caption, then frames
         text = texts[rng.randrange(len(texts))]
         cached = self.frames[idx]
         if isinstance(cached, str):
-            return {"error": cached, "video_index": vindex, "video_id": vid}
+            return error_item(vindex, vid, cached)
         indices = sample_indices(cached.shape[0], self.base.num_frames, self.base.sample_mode, rng)
         return {"frames": cached[torch.tensor(indices)], "text": text, "video_index": vindex, "video_id": vid}
 

@@ -136,15 +136,11 @@ def clip_logit_scale(path: str | None) -> float:
 
 
 def _validate(model, split, cfg: TrainConfig, progress: bool = False) -> dict:
-    """Retrieval metrics of ``model`` on ``split`` through the evaluation package (helper ``evaluate``)."""
+    """Retrieval metrics of ``model`` on ``split`` through the evaluation package."""
     from ..eval import evaluate  # imported here: evaluation is a sibling package, not a dependency of import
 
-    import inspect
-
-    kwargs = dict(batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, precision=cfg.precision)
-    if "progress" in inspect.signature(evaluate).parameters:
-        kwargs["progress"] = progress
-    return evaluate(model, split, **kwargs)
+    return evaluate(model, split, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
+                    precision=cfg.precision, progress=progress)
 
 
 def _json_default(obj):

@@ -88,20 +88,13 @@ def register(sub) -> None:
     v.set_defaults(func=run)
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def run(args) -> int:
     from ... import hub
     from ...analysis.common import subset_split
     from ...data import choose_test_split, load_split
+    from ...train.distributed import pick_device
 
-    device = _device(args.device)
+    device = pick_device(args.device)
     model = hub.load_model(args.checkpoint, device=device)
     split = load_split(args.data, choose_test_split(args.data, args.split))
     split = subset_split(split, getattr(args, "max_videos", None))

@@ -62,16 +62,14 @@ def run(args) -> int:
     from ...core.errors import ConfigError
     from ...data import choose_test_split, load_split
     from ...eval import evaluate, format_table, to_jsonable
+    from ...train.distributed import pick_device
 
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
     if args.num_workers < 0:
         raise ConfigError("--num-workers must be >= 0")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        device = torch.device(device)
+        device = pick_device(args.device)
     except RuntimeError as exc:
         raise ConfigError(f"--device {args.device!r}: {exc}") from None
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -31,7 +31,6 @@ frames, a decode error) raises :class:`VideoDecodeError`, which names the file a
 from __future__ import annotations
 
 import math
-import os
 import random
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -420,10 +419,3 @@ def _to_rgb(frame) -> np.ndarray:
     # frame.reformat(...).to_ndarray() is ~30x faster than frame.to_ndarray(format=...) in PyAV 18
     # (the latter builds a new scaler context per call)
     return frame.reformat(format="rgb24").to_ndarray()
-
-
-def file_size(path) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return -1
