@@ -69,6 +69,16 @@ def subset_split(split, max_videos: int | None):
 def collect_pig_features(model, split, k: int | None = None, batch_size: int = 16, num_workers: int = 0,
                          progress: bool = True, desc: str = "PIG video side") -> PigFeatures:
     """Run PIG's video side (``model.video_features(frames, k=k)``) over every video of ``split``."""
+    return collect_pig_features_for_ks(model, split, [k], batch_size, num_workers, progress, desc)[k]
+
+
+@torch.no_grad()
+def collect_pig_features_for_ks(model, split, ks: list, batch_size: int = 16, num_workers: int = 0,
+                                progress: bool = True, desc: str = "PIG video side") -> dict:
+    """PIG's video side at every ITS top-k in ``ks`` (None = the checkpoint's): ``{k: PigFeatures}``.
+
+    Each video is decoded and encoded once; only ITS, the generator and the fusion run once per k.
+    """
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
@@ -81,36 +91,38 @@ def collect_pig_features(model, split, k: int | None = None, batch_size: int = 1
     model.eval()
     ds = VideoFrames(split, num_frames=model.cfg.video.num_frames, preprocess=preprocess_for(model))
     loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip_errors)
-    cols: dict[str, list] = {"video": [], "pseudo_query": [], "fusion_tokens": [], "video_cls": [], "its": [], "idx": []}
+    names = ("video", "pseudo_query", "fusion_tokens", "video_cls", "its")
+    cols = {k: {name: [] for name in names} for k in ks}
+    idx: list[torch.Tensor] = []
     errors: list[dict] = []
     bar = tqdm(total=len(ds), desc=desc, unit="video", disable=not progress)
     try:
         for batch in loader:
             errors.extend(batch["errors"])
             if batch["frames"] is not None:
-                out = model.video_features(batch["frames"].to(device), k=k)
-                cols["video"].append(out.video.float().cpu())
-                cols["pseudo_query"].append(out.pseudo_query.float().cpu())
-                cols["fusion_tokens"].append(model.fusion_tokens(out.tokens).float().cpu())
-                cols["video_cls"].append(torch.nn.functional.normalize(out.tokens.video_cls.float(), dim=-1).cpu())
-                cols["its"].append(out.its_positions.cpu())
-                cols["idx"].append(batch["video_index"])
+                vt = model.video_encoder(batch["frames"].to(device), attn_layer=model.cfg.its.layer)
+                fusion_tokens = model.fusion_tokens(vt).float().cpu()
+                video_cls = torch.nn.functional.normalize(vt.video_cls.float(), dim=-1).cpu()
+                for k in ks:
+                    out = model.video_from_tokens(vt, k=k)
+                    c = cols[k]
+                    c["video"].append(out.video.float().cpu())
+                    c["pseudo_query"].append(out.pseudo_query.float().cpu())
+                    c["fusion_tokens"].append(fusion_tokens)
+                    c["video_cls"].append(video_cls)
+                    c["its"].append(out.its_positions.cpu())
+                idx.append(batch["video_index"])
             bar.update(len(batch["video_index"]) + len(batch["errors"]))
     finally:
         bar.close()
         model.train(was_training)
-    if not cols["idx"]:
+    if not idx:
         first = "; ".join(f"{e['video_id']}: {e['error']}" for e in errors[:3])
         raise AnalysisError(f"no video of split {split.name!r} could be decoded ({first})")
-    return PigFeatures(
-        video=torch.cat(cols["video"]),
-        pseudo_query=torch.cat(cols["pseudo_query"]),
-        fusion_tokens=torch.cat(cols["fusion_tokens"]),
-        video_cls=torch.cat(cols["video_cls"]),
-        its_positions=torch.cat(cols["its"]),
-        indices=torch.cat(cols["idx"]),
-        errors=sorted(errors, key=lambda e: e["video_index"]),
-    )
+    errors = sorted(errors, key=lambda e: e["video_index"])
+    indices = torch.cat(idx)
+    return {k: PigFeatures(**{name: torch.cat(c[name]) for name in names[:4]}, its_positions=torch.cat(c["its"]),
+                           indices=indices, errors=errors) for k, c in cols.items()}
 
 
 def encode_captions(model, split) -> tuple[torch.Tensor, torch.Tensor]:

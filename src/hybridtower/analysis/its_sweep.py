@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .common import (
     AnalysisError,
-    collect_pig_features,
+    collect_pig_features_for_ks,
     encode_captions,
     expand_scores,
     markdown_table,
@@ -111,12 +111,13 @@ def its_sweep_analysis(model, split, out_dir=None, *, ks="0,4,8,16,32,all", batc
     frames = torch.randn(1, int(pre["num_frames"]), 3, int(pre["image_size"]), int(pre["image_size"]),
                          generator=torch.Generator().manual_seed(0)).to(device)
     rows = []
+    by_k = collect_pig_features_for_ks(model, split, [k for _, k, _ in plan if k is not None], batch_size=batch_size,
+                                       num_workers=num_workers, progress=progress, desc="ITS sweep")
     for label, k, reason in plan:
         if k is None:
             rows.append({"k": label, "skipped": reason})
             continue
-        feats = collect_pig_features(model, split, k=k, batch_size=batch_size, num_workers=num_workers,
-                                     progress=progress, desc=f"ITS k={k}")
+        feats = by_k[k]
         scores, absent = expand_scores(text @ feats.video.t(), feats.indices, nv)
         res = retrieval_from_scores(scores, gt, absent)
         was = model.training

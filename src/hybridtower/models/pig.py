@@ -76,6 +76,10 @@ class PIG(RetrievalModel):
     def video_features(self, frames: torch.Tensor, fuse: bool = True, k: int | None = None) -> PigVideoOutput:
         k = self.cfg.its.k if k is None else k
         vt = self.video_encoder(frames, attn_layer=self.cfg.its.layer if k != 0 else None)
+        return self.video_from_tokens(vt, fuse=fuse, k=k)
+
+    def video_from_tokens(self, vt: VideoTokens, fuse: bool = True, k: int | None = None) -> PigVideoOutput:
+        """ITS + generator + fusion on encoder outputs (lets an analysis vary k without re-encoding)."""
         positions = self.its_positions(vt, k)
         t_p = self.generator(self.generator_inputs(vt, positions))
         video = F.normalize(self.fusion(t_p, self.fusion_tokens(vt)), dim=-1) if fuse else None
