@@ -276,22 +276,8 @@ class _Session:
             e.segment, e.row = name, row
         self.segment_rows = {name: len(entries)}
 
-    def _gather(self, entries: list[store.Entry]) -> tuple[np.ndarray, np.ndarray | None]:
-        dim = int(self.template["dim"])
-        vecs = np.zeros((len(entries), dim), dtype=np.float32)
-        frames = None
-        by_seg: dict[str, list[int]] = {}
-        for i, e in enumerate(entries):
-            by_seg.setdefault(e.segment, []).append(i)
-        for seg, pos in by_seg.items():
-            data = store.load_segment(self.writer.dir, seg)
-            rows = [entries[i].row for i in pos]
-            vecs[pos] = data["vectors"][rows]
-            if "frames" in data:
-                if frames is None:
-                    frames = np.zeros((len(entries),) + data["frames"].shape[1:], dtype=np.float32)
-                frames[pos] = data["frames"][rows]
-        return vecs, frames
+    def _gather(self, entries: list[store.Entry], with_frames: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        return store.gather_rows(self.writer.dir, entries, int(self.template["dim"]), with_frames)
 
     def _build_ann(self, gen: int) -> None:
         from .ann import build_ann, resolve_params, save_ann
@@ -303,7 +289,7 @@ class _Session:
         if kind == "flat" or not self.entries:
             return  # exact search needs no stored structure: the Searcher uses the vectors directly
         entries = sorted(self.entries.values(), key=lambda e: e.id)
-        vecs, _ = self._gather(entries)
+        vecs, _ = self._gather(entries, with_frames=False)
         index = build_ann(vecs, kind, params)
         name, path = self.writer.ann_path(gen, kind)
         save_ann(index, path)

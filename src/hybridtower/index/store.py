@@ -148,12 +148,11 @@ class IndexData:
     frames: np.ndarray | None  # [N, T, D] float32 (X-Pool) or None
 
 
-def load_index(index_dir: str | Path, manifest: dict | None = None, with_frames: bool = True) -> IndexData:
-    """Read the committed state: entries and their vectors (and X-Pool frame features), in id order."""
+def gather_rows(index_dir: str | Path, entries: list[Entry], dim: int,
+                with_frames: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """The vectors [N, D] (and X-Pool frame features [N, T, D], if stored and wanted) of ``entries``, in their
+    order, read from their segments; a segment that does not hold the expected ids is an IndexFormatError."""
     index_dir = Path(index_dir)
-    manifest = manifest or read_manifest(index_dir)
-    entries = sorted(read_entries(index_dir, manifest), key=lambda e: e.id)
-    dim = int(manifest.get("dim") or 0)
     by_segment: dict[str, list[int]] = {}
     for i, e in enumerate(entries):
         by_segment.setdefault(e.segment, []).append(i)
@@ -170,6 +169,16 @@ def load_index(index_dir: str | Path, manifest: dict | None = None, with_frames:
             if frames is None:
                 frames = np.zeros((len(entries),) + data["frames"].shape[1:], dtype=np.float32)
             frames[positions] = data["frames"][rows]
+    return vectors, frames
+
+
+def load_index(index_dir: str | Path, manifest: dict | None = None, with_frames: bool = True) -> IndexData:
+    """Read the committed state: entries and their vectors (and X-Pool frame features), in id order."""
+    index_dir = Path(index_dir)
+    manifest = manifest or read_manifest(index_dir)
+    entries = sorted(read_entries(index_dir, manifest), key=lambda e: e.id)
+    dim = int(manifest.get("dim") or 0)
+    vectors, frames = gather_rows(index_dir, entries, dim, with_frames)
     if with_frames and manifest.get("index_kind") == "frames+rerank" and frames is None:
         t = int(manifest.get("frame_count") or 0)
         frames = np.zeros((0, t, dim), dtype=np.float32)
