@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..core.errors import HybridTowerError
+from ..eval.runner import expand_scores  # the evaluation's own NaN-column layout, re-exported for the analyses
 
 __all__ = [
     "AnalysisError",
@@ -24,6 +25,7 @@ __all__ = [
     "encode_captions",
     "expand_scores",
     "retrieval_from_scores",
+    "retrieval_of_encoded",
     "markdown_table",
     "write_outputs",
 ]
@@ -136,26 +138,17 @@ def encode_captions(model, split) -> tuple[torch.Tensor, torch.Tensor]:
     return text, gt
 
 
-def expand_scores(scored: torch.Tensor, indices: torch.Tensor, num_videos: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores over the encoded videos -> ``[Nt, num_videos]`` with NaN columns, and the ``absent`` mask."""
-    scores = torch.full((scored.shape[0], num_videos), math.nan, dtype=torch.float32)
-    scores[:, indices] = scored.float()
-    absent = torch.ones(num_videos, dtype=torch.bool)
-    absent[indices] = False
-    return scores, absent
-
-
 def retrieval_from_scores(scores: torch.Tensor, gt: torch.Tensor, absent: torch.Tensor) -> dict:
     """t2v and v2t metrics (R@1/5/10, MdR, MnR) of a full ``[Nt, Nv]`` score matrix, evaluation protocol."""
-    from ..eval.metrics import ranks_t2v, ranks_v2t, retrieval_metrics
+    from ..eval.runner import metrics_from_scores
 
-    t2v = ranks_t2v(scores, gt, absent=absent)
-    has_caption = torch.bincount(gt, minlength=scores.shape[1]) > 0
-    keep = torch.nonzero(has_caption).flatten()
-    remap = torch.full((scores.shape[1],), -1, dtype=torch.long)
-    remap[keep] = torch.arange(keep.numel())
-    v2t = ranks_v2t(scores[:, keep], remap[gt], absent=absent[keep])
-    return {"t2v": retrieval_metrics(t2v), "v2t": retrieval_metrics(v2t)}
+    return metrics_from_scores(scores, gt, absent)
+
+
+def retrieval_of_encoded(scored: torch.Tensor, indices: torch.Tensor, num_videos: int, gt: torch.Tensor) -> dict:
+    """Metrics of scores over the encoded videos only (rows of ``indices``): expand, then rank."""
+    scores, absent = expand_scores(scored, indices, num_videos)
+    return retrieval_from_scores(scores, gt, absent)
 
 
 def _cell(v) -> str:

@@ -25,10 +25,9 @@ from .common import (
     AnalysisError,
     collect_pig_features_for_ks,
     encode_captions,
-    expand_scores,
     markdown_table,
     require_pig,
-    retrieval_from_scores,
+    retrieval_of_encoded,
     save_figure,
     split_label,
     write_outputs,
@@ -118,8 +117,7 @@ def its_sweep_analysis(model, split, out_dir=None, *, ks="0,4,8,16,32,all", batc
             rows.append({"k": label, "skipped": reason})
             continue
         feats = by_k[k]
-        scores, absent = expand_scores(text @ feats.video.t(), feats.indices, nv)
-        res = retrieval_from_scores(scores, gt, absent)
+        res = retrieval_of_encoded(text @ feats.video.t(), feats.indices, nv, gt)
         was = model.training
         model.eval()
         try:

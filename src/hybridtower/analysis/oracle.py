@@ -27,10 +27,9 @@ from .common import (
     AnalysisError,
     collect_pig_features,
     encode_captions,
-    expand_scores,
     markdown_table,
     require_pig,
-    retrieval_from_scores,
+    retrieval_of_encoded,
     split_label,
     write_outputs,
 )
@@ -60,11 +59,11 @@ def oracle_analysis(model, split, out_dir=None, *, xpool_model=None, batch_size:
     nv = len(split.videos)
     results: dict[str, dict] = {}
     with torch.no_grad():
-        results["pig"] = retrieval_from_scores(*_full(text @ feats.video.t(), feats.indices, nv, gt))
+        results["pig"] = retrieval_of_encoded(text @ feats.video.t(), feats.indices, nv, gt)
         fx = FoldedXPool(copy.deepcopy(model.fusion).float().cpu().eval())  # features live on the CPU
         oracle = fx.scores(text, fx.store(feats.fusion_tokens))
-        results["oracle"] = retrieval_from_scores(*_full(oracle, feats.indices, nv, gt))
-        results["video_cls"] = retrieval_from_scores(*_full(text @ feats.video_cls.t(), feats.indices, nv, gt))
+        results["oracle"] = retrieval_of_encoded(oracle, feats.indices, nv, gt)
+        results["video_cls"] = retrieval_of_encoded(text @ feats.video_cls.t(), feats.indices, nv, gt)
     if xpool_model is not None:
         from ..eval import evaluate
 
@@ -99,8 +98,3 @@ def oracle_analysis(model, split, out_dir=None, *, xpool_model=None, batch_size:
         data["files"] = write_outputs(out_dir, "oracle", md, data)
     data["markdown"] = md
     return data
-
-
-def _full(scored, indices, nv, gt):
-    scores, absent = expand_scores(scored, indices, nv)
-    return scores, gt, absent

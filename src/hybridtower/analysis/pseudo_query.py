@@ -23,10 +23,9 @@ import torch.nn.functional as F
 from .common import (
     collect_pig_features,
     encode_captions,
-    expand_scores,
     markdown_table,
     require_pig,
-    retrieval_from_scores,
+    retrieval_of_encoded,
     save_figure,
     split_label,
     write_outputs,
@@ -99,8 +98,8 @@ def pseudo_query_analysis(model, split, out_dir=None, *, batch_size: int = 16, n
     caption_row = row_of[gt]
     own, other = own_other_cosines(feats.pseudo_query, text, caption_row)
     p_n = F.normalize(feats.pseudo_query.float(), dim=-1)
-    as_video = retrieval_from_scores(*_full(text @ p_n.t(), feats.indices, nv, gt))
-    fused = retrieval_from_scores(*_full(text @ feats.video.t(), feats.indices, nv, gt))
+    as_video = retrieval_of_encoded(text @ p_n.t(), feats.indices, nv, gt)
+    fused = retrieval_of_encoded(text @ feats.video.t(), feats.indices, nv, gt)
     # modality gap: distance between the centroids of the two normalised clouds
     t_n = F.normalize(text.float(), dim=-1)
     gap = float((p_n.mean(0) - t_n.mean(0)).norm())
@@ -154,9 +153,6 @@ def _r(res: dict) -> list:
     return [t["R@1"], t["R@5"], t["R@10"], t["MdR"], res["v2t"]["R@1"]]
 
 
-def _full(scored, indices, nv, gt):
-    scores, absent = expand_scores(scored, indices, nv)
-    return scores, gt, absent
 
 
 def _histogram(own, other, path, auc_value) -> None:

@@ -106,11 +106,7 @@ def score_split(
     finally:
         model.train(was_training)
 
-    nt, nv = len(texts), len(split.videos)
-    scores = torch.full((nt, nv), math.nan, dtype=torch.float32)
-    scores[:, enc.indices] = scored.float()
-    absent = torch.ones(nv, dtype=torch.bool)
-    absent[enc.indices] = False
+    scores, absent = expand_scores(scored, enc.indices, len(split.videos))
     gt = torch.tensor(split.caption_video_indices(), dtype=torch.long)
     errors = sorted(enc.errors, key=lambda e: e["video_index"])
     info = {
@@ -120,6 +116,22 @@ def score_split(
         "num_encoded": int(enc.indices.numel()),
     }
     return scores, gt, info
+
+
+def expand_scores(scored: torch.Tensor, indices: torch.Tensor, num_videos: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores over the encoded videos ``[Nt, N_ok]`` -> ``[Nt, num_videos]`` with NaN columns for the videos
+    that could not be encoded, and that ``absent`` mask."""
+    scores = torch.full((scored.shape[0], num_videos), math.nan, dtype=torch.float32)
+    scores[:, indices] = scored.float()
+    absent = torch.ones(num_videos, dtype=torch.bool)
+    absent[indices] = False
+    return scores, absent
+
+
+def metrics_from_scores(scores: torch.Tensor, gt: torch.Tensor, absent: torch.Tensor, v2t_mode: str = "group") -> dict:
+    """``{"t2v": {...}, "v2t": {...}}`` of a full ``[Nt, Nv]`` score matrix under this module's protocol."""
+    t2v, v2t, _ = _rank_all(scores, gt, absent, v2t_mode, dsl=False)
+    return {"t2v": retrieval_metrics(t2v), "v2t": retrieval_metrics(v2t)}
 
 
 def _t2v_tied_queries(scores: torch.Tensor, gt: torch.Tensor, absent: torch.Tensor, chunk: int = 1024) -> int:
