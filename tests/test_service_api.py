@@ -19,23 +19,11 @@ COLORS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220)}
 
 
 def write_clip(path: Path, rgb, frames: int = 10, size=(48, 64)) -> Path:
-    """A tiny constant-colour H.264 clip whose middle frame has a white square (for the thumbnail check)."""
-    import av
+    """A tiny constant-colour H.264 clip (the thumbnail check reads its colour back)."""
+    from hybridtower.data.synthetic import write_video
 
     h, w = size
-    container = av.open(str(path), mode="w")
-    stream = container.add_stream("libx264", rate=10)
-    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-    for i in range(frames):
-        arr = np.empty((h, w, 3), np.uint8)
-        arr[:] = rgb
-        frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
-        frame.pts = i
-        for pkt in stream.encode(frame):
-            container.mux(pkt)
-    for pkt in stream.encode():
-        container.mux(pkt)
-    container.close()
+    write_video(np.broadcast_to(np.asarray(rgb, np.uint8), (frames, h, w, 3)), path, "mp4", "libx264", 10)
     return path
 
 

@@ -27,25 +27,15 @@ CLIPS = {  # name -> (RGB, size HxW)
 
 
 def write_clip(path: Path, rgb, size=(48, 64), frames: int = 10) -> Path:
-    """A small moving-square H.264 clip (PyAV)."""
-    import av
+    """A small moving-square H.264 clip (PyAV, through the synthetic generator's writer)."""
+    from hybridtower.data.synthetic import write_video
 
     h, w = size
-    container = av.open(str(path), mode="w")
-    stream = container.add_stream("libx264", rate=10)
-    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-    stream.options = {"threads": "1"}
+    clip = np.full((frames, h, w, 3), 40, np.uint8)
     for i in range(frames):
-        arr = np.full((h, w, 3), 40, np.uint8)
         x = 2 + 3 * i
-        arr[8:24, x:x + 16] = rgb
-        frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
-        frame.pts = i
-        for pkt in stream.encode(frame):
-            container.mux(pkt)
-    for pkt in stream.encode():
-        container.mux(pkt)
-    container.close()
+        clip[i, 8:24, x:x + 16] = rgb
+    write_video(clip, path, "mp4", "libx264", 10)
     return path
 
 
