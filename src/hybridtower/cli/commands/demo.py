@@ -27,7 +27,7 @@ EPILOG = """\
 examples:
   hybridtower demo                                  # everything, then http://127.0.0.1:8000/
   hybridtower demo --no-serve                       # stop after the example queries
-  hybridtower demo --out /tmp/demo --port 8080
+  hybridtower demo --out demo-run --port 8080
   hybridtower demo --checkpoint runs/pig            # use your own PIG / Two-Tower checkpoint
   hybridtower demo --retrain --train-steps 300      # train the tiny model here instead of the shipped one
 
