@@ -12,6 +12,11 @@ Queries are cleaned before encoding: control characters become spaces, whitespac
 query longer than the model's text context is truncated by the tokenizer (``truncated`` and ``notes``
 say so). An empty, whitespace-only or control-characters-only query, or a bad ``k``, raises
 :class:`QueryError`. The searcher is safe to share between threads (text encoding is serialised).
+
+Batched callers (the service) encode many cleaned queries at once with :meth:`Searcher.encode_queries` and
+pass each row to ``search(query, k, query_vector=row)``, which skips the text encode and returns exactly
+what the text path returns. :meth:`Searcher.search_vector` searches by example (a stored video's vector
+from :meth:`Searcher.vector`, or an image embedding of the same model).
 """
 
 from __future__ import annotations
@@ -123,6 +128,7 @@ class Searcher:
         self.rerank = self.manifest.get("index_kind") == "frames+rerank"
         self._lock = threading.Lock()
         self.ann_kind, self._ann = self._open_ann(data.vectors)  # FAISS keeps the only copy of the vectors
+        self._vectors = None
         self.context_length = int(model.cfg.text_context_length)
 
     # ----- construction -----
@@ -181,43 +187,124 @@ class Searcher:
         return None if row is None else self.entries[row]
 
     def encode_query(self, text: str) -> np.ndarray:
+        """One text (already cleaned) -> float32 [1, D]."""
+        return self.encode_queries([text])
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """Already-cleaned texts -> float32 [n, D] in one batched text encode (for callers that batch
+        concurrent queries). Row i equals ``encode_query(texts[i])`` to ~1e-6 (the batch changes only the
+        BLAS blocking). Texts are not cleaned here: pass what :func:`clean_query` returned."""
         import torch
 
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise QueryError("encode_queries takes a list of texts")
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock, torch.no_grad():
-            tokens = self.model.tokenize([text]).to(self.device)
-            return self.model.encode_text(tokens).float().cpu().numpy()
+            tokens = self.model.tokenize(list(texts)).to(self.device)
+            return np.ascontiguousarray(self.model.encode_text(tokens).float().cpu().numpy(), dtype=np.float32)
 
-    def search(self, query: str, k: int = 10) -> SearchResult:
+    @property
+    def dim(self) -> int:
+        """Dimension D of the stored vectors (and of query vectors)."""
+        return int(self.manifest.get("dim") or self.model.embed_dim)
+
+    def search(self, query: str, k: int = 10, *, query_vector: np.ndarray | None = None) -> SearchResult:
+        """Top-``k`` videos for ``query``. With ``query_vector`` (its encoding from :meth:`encode_queries`,
+        [D] or [1, D]) the text encode is skipped; the query is still cleaned, token-counted and returned."""
         t0 = time.perf_counter()
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
-        if not 1 <= int(k) <= MAX_K:
-            raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
-        k = int(k)
+        k = _check_k(k)
         cleaned, notes = clean_query(query)
+        q = None if query_vector is None else self._check_vector(query_vector, "query_vector")
         num_tokens = self.model.tokenizer.num_tokens(cleaned)
         truncated = num_tokens > self.context_length
         if truncated:
             notes.append(f"query has {num_tokens} tokens; the model reads only the first {self.context_length} "
                          f"(its text context), the rest was ignored")
-        n = len(self.entries)
-        if n == 0:
-            notes.append("the index is empty")
+        k = self._cap_k(k, notes)
+        if k == 0:
             return SearchResult(cleaned, [], (time.perf_counter() - t0) * 1e3, truncated, num_tokens, notes)
-        if k > n:
-            notes.append(f"k={k} but the index holds {n} video(s)")
-            k = n
-        q = self.encode_query(cleaned)
+        if q is None:
+            q = self.encode_query(cleaned)
         if self.rerank:
             rows, scores = self._rerank(q, k, notes)
         else:
-            from .ann import search_ann
+            rows, scores = self._top(q, k)
+        return SearchResult(cleaned, self._hits(rows, scores), (time.perf_counter() - t0) * 1e3, truncated,
+                            num_tokens, notes)
 
-            s, r = search_ann(self._ann, q, k)
-            keep = r[0] >= 0
-            rows, scores = r[0][keep], s[0][keep]
-        hits = [Hit(self.entries[i].id, self.entries[i].video_id, self.entries[i].path, float(sc)) for i, sc in zip(rows, scores)]
-        return SearchResult(cleaned, hits, (time.perf_counter() - t0) * 1e3, truncated, num_tokens, notes)
+    def search_vector(self, vector: np.ndarray, k: int = 10) -> SearchResult:
+        """Search by example: the ``k`` stored videos most similar to ``vector`` ([D] or [1, D]: a stored
+        video's vector, see :meth:`vector`, or an image embedding of the same model). The vector is
+        L2-normalised, so scores are cosines. A stored video finds itself first. On X-Pool indexes the
+        ranking is by the mean-pooled frame features of every video (exact; no query-conditioned re-rank,
+        which needs a text). ``query`` of the result is ``""`` and ``num_tokens`` 0."""
+        t0 = time.perf_counter()
+        k = _check_k(k)
+        q = self._check_vector(vector, "vector")
+        norm = float(np.linalg.norm(q))
+        if norm == 0.0:
+            raise QueryError("the vector is all zeros: nothing to compare with")
+        q = q / norm
+        notes: list[str] = []
+        k = self._cap_k(k, notes)
+        if k == 0:
+            return SearchResult("", [], (time.perf_counter() - t0) * 1e3, False, 0, notes)
+        if self.rerank:
+            notes.append("X-Pool index: ranked by mean-pooled frame features (search by example is not re-ranked)")
+        rows, scores = self._top(q, k)
+        return SearchResult("", self._hits(rows, scores), (time.perf_counter() - t0) * 1e3, False, 0, notes)
+
+    def vector(self, id: int) -> np.ndarray | None:
+        """The stored vector [D] (float32) of video ``id`` (an int in the index), else None. For X-Pool
+        indexes it is the normalised mean of the frame features (the first search stage's vector)."""
+        e = self.entry(id)
+        if e is None:
+            return None
+        row = self._row_of[int(e.id)]
+        if self._vectors is not None:
+            return np.array(self._vectors[row], dtype=np.float32)
+        try:
+            return np.asarray(self._ann.reconstruct(row), dtype=np.float32)
+        except RuntimeError:  # IVF: FAISS needs its id -> list map first
+            with self._lock:
+                self._ann.make_direct_map()
+            return np.asarray(self._ann.reconstruct(row), dtype=np.float32)
+
+    # ----- internals -----
+    def _check_vector(self, v, name: str) -> np.ndarray:
+        try:
+            a = np.asarray(v, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise QueryError(f"{name} must be an array of {self.dim} numbers") from None
+        if a.ndim == 2 and a.shape[0] == 1:
+            a = a[0]
+        if a.ndim != 1 or a.shape[0] != self.dim:
+            raise QueryError(f"{name} must have shape [{self.dim}] or [1, {self.dim}], got {list(np.shape(v))}")
+        if not np.all(np.isfinite(a)):
+            raise QueryError(f"{name} holds NaN or infinite values")
+        return np.ascontiguousarray(a[None, :])
+
+    def _cap_k(self, k: int, notes: list[str]) -> int:
+        n = len(self.entries)
+        if n == 0:
+            notes.append("the index is empty")
+            return 0
+        if k > n:
+            notes.append(f"k={k} but the index holds {n} video(s)")
+            return n
+        return k
+
+    def _top(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        from .ann import search_ann
+
+        s, r = search_ann(self._ann, q, k)
+        keep = r[0] >= 0
+        return r[0][keep], s[0][keep]
+
+    def _hits(self, rows, scores) -> list[Hit]:
+        return [Hit(self.entries[i].id, self.entries[i].video_id, self.entries[i].path, float(sc))
+                for i, sc in zip(rows, scores)]
 
     def _rerank(self, q: np.ndarray, k: int, notes: list[str]):
         import torch
@@ -237,6 +324,14 @@ class Searcher:
             scores = self.model.score(torch.from_numpy(q).to(self.device), frames)[0].float().cpu().numpy()
         order = np.argsort(-scores, kind="stable")[:k]
         return cand[order], scores[order]
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
+    if not 1 <= int(k) <= MAX_K:
+        raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
+    return int(k)
 
 
 def _load_consistent(index_dir: Path, attempts: int = 3) -> store.IndexData:
