@@ -1,4 +1,9 @@
-"""Atomic file writes: write to a temporary file in the same folder, fsync, rename, fsync the folder."""
+"""Atomic file writes: write to a temporary file in the same folder, fsync, rename, fsync the folder.
+
+Every file written this way ends with the mode a plain ``open(path, "w")`` would give it
+(``0o666 & ~umask``), whatever the writer did to the temporary file: ``tempfile.mkstemp`` makes 0600
+files, and some writers (safetensors) replace the temporary file with their own 0600 file.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,23 @@ from typing import Iterator
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it where Linux allows (``os.umask`` is process-wide:
+    setting it even briefly would give files other threads create meanwhile the wrong mode)."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file under the current umask (``0o666 & ~umask``)."""
+    return 0o666 & ~_umask()
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -31,16 +50,21 @@ def fsync_dir(path: str | Path) -> None:
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path; on success it replaces ``path`` atomically, on error it is removed."""
+    """Yield a temporary path; on success it replaces ``path`` atomically, on error it is removed.
+
+    The file gets the umask's usual mode (see the module doc) after the writer has finished with it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give them the usual mode
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
+            # the mode is set on the finished file, not on the mkstemp one: the writer may have
+            # replaced that (safetensors writes its own 0600 file over the path it is given)
+            os.fchmod(fh.fileno(), file_mode())
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
         fsync_dir(path.parent)
