@@ -126,3 +126,70 @@ def test_cli_inspect_reports_missing_and_unreadable(tmp_path, capsys):
 def test_bad_size_is_a_clear_error(tmp_path, capsys):
     assert main(["synth", str(tmp_path / "x"), "--videos", "3", "--size", "63x64"]) == 2
     assert "even" in capsys.readouterr().err
+
+
+SCENES = dict(kind="scenes", videos=8, images=0, workers=0, formats=("mp4",))
+
+
+@pytest.fixture(scope="module")
+def scenes_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("scenes")
+    generate(out, SynthConfig(seed=3, **SCENES), progress=False)
+    return out
+
+
+def test_scenes_kind_each_caption_describes_one_scene(scenes_dir):
+    meta = json.loads((scenes_dir / "synth_meta.json").read_text())
+    assert meta["config"]["kind"] == "scenes"
+    counts = set()
+    for v in meta["videos"]:
+        scenes = v["clip"]["scenes"]
+        counts.add(len(scenes))
+        assert 2 <= len(scenes) <= 4 and v["frames"] == 6 * len(scenes)
+        assert {c["scene"] for c in v["captions"]} == set(range(len(scenes)))  # every scene is described
+        for c in v["captions"]:
+            subj = scenes[c["scene"]]["objects"][0]
+            assert f"{subj['colour']} " in c["text"] and subj["shape"] in c["text"]  # names its scene's subject
+            others = [s["objects"][0] for i, s in enumerate(scenes) if i != c["scene"]]
+            mine = {(o["colour"], o["shape"]) for o in scenes[c["scene"]]["objects"]}
+            # when no object of the caption's own scene has the other scene's subject's looks, that subject is not named
+            for o in others:
+                if (o["colour"], o["shape"]) not in mine:
+                    assert f"{o['colour']} {o['shape']}" not in c["text"]
+        frames = read_all_frames(scenes_dir / v["file"])
+        assert frames.shape[0] == v["frames"]
+    assert len(counts) >= 2  # the number of scenes varies
+    # the cut between scenes is visible: backgrounds of consecutive scenes differ
+    v = meta["videos"][0]
+    frames = read_all_frames(scenes_dir / v["file"]).astype(int)
+    bgs = [tuple(s["background"]) for s in v["clip"]["scenes"]]
+    for i, bg in enumerate(bgs):
+        corner = frames[6 * i + 3, 0, 0]
+        assert np.abs(corner - np.array(bg)).sum() < 30
+    rows = [json.loads(ln) for ln in (scenes_dir / "captions.jsonl").read_text().splitlines()]
+    assert all("scene" in r for r in rows) and len(rows) == 8 * 5
+
+
+def test_scenes_kind_is_deterministic_and_leaves_shapes_unchanged(tmp_path, scenes_dir, synth_dir):
+    again = tmp_path / "again"
+    generate(again, SynthConfig(seed=3, **SCENES), progress=False)
+    assert (again / "captions.jsonl").read_text() == (scenes_dir / "captions.jsonl").read_text()
+    # the rendered frames are a pure function of (seed, index); the encoders are not always bit-exact
+    from hybridtower.data.synthetic.multiscene import render_clip, sample_clip
+
+    clips = [sample_clip(np.random.default_rng([3, 0, 2]), (2, 4), 6, 0.7) for _ in range(2)]
+    assert clips[0].to_dict() == clips[1].to_dict()
+    assert np.array_equal(render_clip(clips[0], 64, 48), render_clip(clips[1], 64, 48))
+    assert (again / "synth_meta.json").read_text() == (scenes_dir / "synth_meta.json").read_text()
+    shapes = json.loads((synth_dir / "captions.jsonl").read_text().splitlines()[0])
+    assert "scene" not in shapes  # the shapes kind's files keep their fields
+
+
+def test_cli_synth_scenes(tmp_path, capsys):
+    out = tmp_path / "cli-scenes"
+    assert main(["synth", str(out), "--kind", "scenes", "--scenes", "3-3", "--videos", "4", "--images", "0",
+                 "--frames-per-scene", "4", "--workers", "0", "--no-progress", "--format", "mp4"]) == 0
+    meta = json.loads((out / "synth_meta.json").read_text())
+    assert all(len(v["clip"]["scenes"]) == 3 and v["frames"] == 12 for v in meta["videos"])
+    assert main(["synth", str(tmp_path / "bad"), "--kind", "scenes", "--scenes", "x-y", "--videos", "3"]) == 2
+    assert "MIN-MAX" in capsys.readouterr().err

@@ -9,6 +9,7 @@ EPILOG = """\
 examples:
   hybridtower synth data/synth                          # defaults: 1000 clips, 3000 images, seed 0
   hybridtower synth data/tiny --videos 24 --images 50   # a tiny set for smoke tests
+  hybridtower synth data/scenes --kind scenes           # 2-4 scenes per clip, each caption about one scene
   hybridtower synth data/big --videos 5000 --workers 2 --size 64x64 --size 96x96
   hybridtower data inspect --data msrvtt:data/synth     # then check it like any dataset
 
@@ -29,10 +30,15 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
+    p.add_argument("--kind", choices=["shapes", "scenes"], default="shapes",
+                   help="shapes (default): one scene per clip, captions about the whole clip; scenes: clips of "
+                   "several scenes, each caption describes ONE scene (as on MSRVTT, a caption covers part of a video)")
+    p.add_argument("--scenes", default="2-4", metavar="MIN-MAX", help="scenes kind: scenes per clip (default 2-4)")
+    p.add_argument("--frames-per-scene", type=int, default=6, help="scenes kind: rendered frames per scene (default 6)")
     p.add_argument("--videos", type=int, default=1000, help="number of clips (default 1000: 700 train / 100 val / 200 test)")
     p.add_argument("--images", type=int, default=3000, help="number of still images for CLIP pretraining (default 3000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--frames", type=int, default=12, help="rendered frames per clip (default 12)")
+    p.add_argument("--frames", type=int, default=12, help="shapes kind: rendered frames per clip (default 12)")
     p.add_argument("--fps", type=int, default=10, help="frame rate written (default 10)")
     p.add_argument(
         "--size", action="append", metavar="WxH", dest="sizes",
@@ -53,10 +59,25 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _scene_range(text: str) -> tuple[int, int]:
+    from ...core.errors import ConfigError
+
+    try:
+        lo, _, hi = text.partition("-")
+        return int(lo), int(hi or lo)
+    except ValueError:
+        raise ConfigError(f"--scenes {text!r} must look like MIN-MAX, e.g. 2-4") from None
+
+
 def run(args) -> int:
     from ...data.synthetic import SynthConfig, generate
 
+    scenes_min, scenes_max = _scene_range(args.scenes)
     cfg = SynthConfig(
+        kind=args.kind,
+        scenes_min=scenes_min,
+        scenes_max=scenes_max,
+        frames_per_scene=args.frames_per_scene,
         videos=args.videos,
         images=args.images,
         seed=args.seed,

@@ -9,9 +9,13 @@ Output under OUT_DIR (see docs/data.md for the full description)::
     MSRVTT_train.7k.csv                 the first 7/9 of the train ids (a smaller training set)
     MSRVTT_JSFUSION_test.csv            the test ids with their first caption (1k-A style, 1 per video)
     captions.jsonl                      generic JSONL, one line per caption, ``split`` in train/val/test,
-                                        plus ``video_id`` and ``kind`` (caption kind)
+                                        plus ``video_id`` and ``kind`` (caption kind); ``scene`` (the
+                                        caption's scene index) for the ``scenes`` kind
     images/imgN.png + images.jsonl      image-caption pairs (split train / val) for pretraining a tiny CLIP
-    synth_meta.json                     the generator config and every video's scene and caption kinds
+    synth_meta.json                     the generator config and every video's scene(s) and caption kinds
+
+Two kinds (``SynthConfig.kind``): ``shapes`` (one scene per clip; every caption describes the whole clip)
+and ``scenes`` (2-4 scenes per clip, each caption describes one scene: see :mod:`.multiscene`).
     README.md                           what the files are
 
 Everything is a pure function of ``(seed, index)``: the same seed gives identical captions and
@@ -35,6 +39,7 @@ import numpy as np
 from ...core.errors import ConfigError
 from ...core.io import atomic_path, atomic_write_json, atomic_write_text
 from .captions import image_captions, make_captions
+from .multiscene import clip_captions, render_clip, sample_clip
 from .scene import render_frames, render_still, sample_scene
 
 # (extension, PyAV container format, encoder)
@@ -45,14 +50,20 @@ VIDEO_FORMATS = (
     ("mkv", "matroska", "libx264"),
 )
 GENERATOR_VERSION = 1
+KINDS = ("shapes", "scenes")
 
 
 @dataclass
 class SynthConfig:
+    kind: str = "shapes"  # shapes: one scene per clip; scenes: 2-4 scenes per clip, a caption per scene (.multiscene)
     videos: int = 1000  # number of clips (split train / val / test by the fractions below)
     images: int = 3000  # number of still images for the image-caption set
     seed: int = 0
-    frames: int = 12  # rendered frames per clip
+    frames: int = 12  # rendered frames per clip (shapes kind)
+    scenes_min: int = 2  # scenes kind: scenes per clip, inclusive range
+    scenes_max: int = 4
+    frames_per_scene: int = 6  # scenes kind: rendered frames per scene (a clip has scenes x this many)
+    small_subject_p: float = 0.7  # scenes kind: probability that a scene's subject is small
     fps: int = 10
     sizes: tuple[str, ...] = ("64x64", "96x96", "96x64")  # WxH, even numbers (yuv420p)
     captions_per_video: int = 5
@@ -78,6 +89,15 @@ class SynthConfig:
         return out
 
     def validate(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"synth kind {self.kind!r} unknown; choose one of {KINDS}")
+        if self.kind == "scenes":
+            if not 1 <= self.scenes_min <= self.scenes_max:
+                raise ConfigError(f"synth scenes per clip: need 1 <= min <= max, got {self.scenes_min}-{self.scenes_max}")
+            if self.frames_per_scene < 3:
+                raise ConfigError("synth --frames-per-scene must be >= 3")
+            if not 0.0 <= self.small_subject_p <= 1.0:
+                raise ConfigError("synth small_subject_p must lie in [0, 1]")
         if self.videos < 3:
             raise ConfigError("synth needs at least 3 videos (train, val and test each get one)")
         if self.frames < 4:
@@ -137,23 +157,21 @@ def _video_job(args) -> dict:
     width, height = sizes[int(rng.integers(len(sizes)))]
     ext = cfg.formats[int(rng.integers(len(cfg.formats)))]
     _, fmt, codec = next(f for f in VIDEO_FORMATS if f[0] == ext)
-    scene = sample_scene(rng, cfg.frames)
-    captions = make_captions(scene, cfg.captions_per_video, rng)
     video_id = f"video{index}"
     rel = f"videos/{video_id}.{ext}"
+    record = {"video_id": video_id, "split": split_of(index, cfg), "file": rel, "width": width, "height": height,
+              "codec": codec, "fps": cfg.fps}
+    if cfg.kind == "scenes":
+        clip = sample_clip(rng, (cfg.scenes_min, cfg.scenes_max), cfg.frames_per_scene, cfg.small_subject_p)
+        captions = clip_captions(clip, cfg.captions_per_video, rng)
+        write_video(render_clip(clip, width, height), Path(out_dir) / rel, fmt, codec, cfg.fps)
+        return {**record, "frames": clip.num_frames, "clip": clip.to_dict(),
+                "captions": [{"text": t, "kind": k, "scene": i} for t, k, i in captions]}
+    scene = sample_scene(rng, cfg.frames)
+    captions = make_captions(scene, cfg.captions_per_video, rng)
     write_video(render_frames(scene, width, height), Path(out_dir) / rel, fmt, codec, cfg.fps)
-    return {
-        "video_id": video_id,
-        "split": split_of(index, cfg),
-        "file": rel,
-        "width": width,
-        "height": height,
-        "codec": codec,
-        "fps": cfg.fps,
-        "frames": cfg.frames,
-        "scene": scene.to_dict(),
-        "captions": [{"text": t, "kind": k} for t, k in captions],
-    }
+    return {**record, "frames": cfg.frames, "scene": scene.to_dict(),
+            "captions": [{"text": t, "kind": k} for t, k in captions]}
 
 
 def _image_job(args) -> dict:
@@ -273,7 +291,8 @@ def _write_annotations(out: Path, cfg: SynthConfig, videos: list[dict], images: 
     rows = [[f"ret{k}", v["video_id"].replace("video", "msr"), v["video_id"], v["captions"][0]["text"]] for k, v in enumerate(test)]
     atomic_write_text(out / "MSRVTT_JSFUSION_test.csv", _csv_text(["key", "vid_key", "video_id", "sentence"], rows))
     lines = [
-        json.dumps({"video": v["file"], "video_id": v["video_id"], "caption": c["text"], "split": v["split"], "kind": c["kind"]})
+        json.dumps({"video": v["file"], "video_id": v["video_id"], "caption": c["text"], "split": v["split"], "kind": c["kind"],
+                    **({"scene": c["scene"]} if "scene" in c else {})})
         for v in videos
         for c in v["captions"]
     ]
@@ -304,5 +323,6 @@ Generated by `hybridtower synth`. Read it with any of:
 - `captions.jsonl`: the same pairs, one line per caption, with `split` and caption `kind`
   (event / event_motion / context / motion).
 - `images/` + `images.jsonl`: still frames with static captions, for pretraining a tiny CLIP.
-- `synth_meta.json`: the scene of every clip (objects, motions, events and their frames).
+- `synth_meta.json`: the scene of every clip (objects, motions, events and their frames); for the
+  `scenes` kind every clip's scenes (`clip.scenes`) and each caption's scene index.
 """
