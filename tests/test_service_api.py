@@ -36,6 +36,25 @@ class FakeHit:
 
 
 @dataclass
+class FakeEntry:
+    id: int
+    path: str
+    video_id: str
+    size: int
+    mtime_ns: int
+
+
+def entry_of(id: int, video_id: str, path: Path) -> FakeEntry:
+    """The entries-table row ``hybridtower index`` would write for ``path`` (its size and time now)."""
+    try:
+        st = path.stat()
+        size, mtime = st.st_size, st.st_mtime_ns
+    except FileNotFoundError:
+        size, mtime = 0, 0
+    return FakeEntry(id, str(path), video_id, size, mtime)
+
+
+@dataclass
 class FakeResult:
     query: str
     hits: list
@@ -50,17 +69,18 @@ class FakeSearcher:
 
     context = 10
 
-    def __init__(self, entries: dict[int, tuple[str, Path]]):
+    def __init__(self, entries: dict[int, tuple[str, Path]], roots=()):
         self.entries = entries
+        self.rows = {i: entry_of(i, vid, path) for i, (vid, path) in entries.items()}
         self.queries: list[tuple[str, int]] = []
-        self.manifest = {"kind": "vector", "model_name": "fake-model"}
+        roots = list(roots) or sorted({str(path.parent) for _, path in entries.values()})
+        self.manifest = {"kind": "vector", "model_name": "fake-model", "roots": roots}
 
     def __len__(self):
         return len(self.entries)
 
-    def video_path(self, id):
-        e = self.entries.get(id)
-        return None if e is None else e[1]
+    def entry(self, id):
+        return self.rows.get(id) if isinstance(id, int) else None
 
     def search(self, query, k=10):
         self.queries.append((query, k))
@@ -96,7 +116,7 @@ def client(collection, tmp_path):
     _, entries = collection
     searcher = FakeSearcher(entries)
     app = create_app(searcher, thumbnail_dir=tmp_path / "thumbs", max_k=20, default_k=5)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         c.searcher = searcher
         c.app_ = app
         yield c
@@ -224,7 +244,7 @@ def _raw_get(app, raw_path: bytes) -> tuple[int, bytes]:
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
         "scheme": "http", "path": unquote_to_bytes(path_part).decode("utf-8", "replace"), "raw_path": path_part,
-        "query_string": query, "root_path": "", "headers": [(b"host", b"testserver")],
+        "query_string": query, "root_path": "", "headers": [(b"host", b"127.0.0.1")],
         "client": ("127.0.0.1", 1234), "server": ("testserver", 80),
     }
     out = {"status": None, "body": b""}
@@ -288,7 +308,7 @@ def test_undecodable_video_thumbnail_is_404_not_500(client):
     for _ in range(2):
         r = client.get("/videos/7/thumbnail")
         assert r.status_code == 404 and r.json()["error"] == "thumbnail_unavailable"
-        assert "broken.mp4" in r.json()["detail"]
+        assert "video 7 (broken)" in r.json()["detail"]
     assert client.get("/videos/7").status_code == 200  # the file itself is still in the index
 
 

@@ -85,7 +85,7 @@ def test_http_search_matches_searcher(real, tmp_path):
 
     root, searcher = real
     app = create_app(searcher, thumbnail_dir=tmp_path / "thumbs")
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         health = client.get("/healthz").json()
         assert health["videos"] == len(CLIPS) and health["model_framework"] == "pig"
         assert health["index_kind"] == "vectors"

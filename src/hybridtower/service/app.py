@@ -1,6 +1,6 @@
 """The FastAPI app: ``create_app(searcher)`` exposes one already opened searcher over HTTP.
 
-Routes (all GET; details and the JSON shapes in docs/service.md):
+Routes (GET and HEAD; details and the JSON shapes in docs/service.md):
 
 - ``/``                        the web page (plain HTML/CSS/JS from ``static/``, no external resources)
 - ``/search?q=TEXT&k=N``       JSON results; odd queries get 400 or a 200 with notes, never a 500
@@ -9,8 +9,13 @@ Routes (all GET; details and the JSON shapes in docs/service.md):
 - ``/healthz``                 liveness plus the index size and model name
 
 Only files that are in the index can be served: URLs carry integer ids, never paths, and every id is
-looked up in the searcher (``video_path(id)``); anything else is a 404. The app holds no model logic: the
-searcher is opened once by the caller (``hybridtower serve``) and shared by all requests.
+looked up in the searcher (``entry(id)``); the file is then opened once and served from that descriptor
+only if it is a regular file inside an indexed root with the size and time the index recorded
+(:mod:`.files`); anything else is a 404. Requests must name an allowed ``Host`` (:mod:`.middleware`).
+Errors never carry server paths: a 500 is a generic body (details in the server log). The app holds
+no model logic: the searcher is opened by the caller (``hybridtower serve``), shared by all requests,
+replaced when the index gets a new generation (:mod:`.reload`); concurrent queries are encoded in
+batches (:mod:`.batching`).
 """
 
 from __future__ import annotations
@@ -20,14 +25,21 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
+from ..core.display import printable
+from .batching import DEFAULT_CACHE_SIZE, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_MS, QueryBatcher, VectorCache
+from .files import DescriptorFileResponse, NotServable, OpenedVideo, open_indexed, real_roots
+from .middleware import DroppedConnectionGuard, HostCheck, default_hosts
 from .queries import DEFAULT_MAX_QUERY_CHARS, EmptyQuery, clean_query
+from .reload import LiveSearcher
 from .thumbnails import ThumbnailCache, ThumbnailError
 
 log = logging.getLogger("hybridtower.service")
@@ -64,13 +76,17 @@ class SearcherLike(Protocol):
     """What the app needs from a searcher (``hybridtower.index.searcher.Searcher`` is one).
 
     ``search`` returns an object with ``hits`` (each with ``id``, ``video_id``, ``path``, ``score``),
-    ``took_ms``, ``truncated``, ``num_tokens`` and ``notes``; ``video_path(id)`` returns the file of an
-    indexed video or None.
+    ``took_ms``, ``truncated``, ``num_tokens`` and ``notes``; ``entry(id)`` returns the indexed row
+    (``path``, ``video_id``, ``size``, ``mtime_ns``) or None; ``manifest["roots"]`` lists the indexed
+    folders (files outside them are never served). Optional: ``encode_queries(texts)`` and
+    ``search(..., query_vector=v)`` (batching), ``index_dir`` and ``open`` (following new generations).
     """
+
+    manifest: dict
 
     def search(self, query: str, k: int = 10) -> Any: ...
 
-    def video_path(self, id: int) -> Path | None: ...
+    def entry(self, id: int) -> Any: ...
 
     def __len__(self) -> int: ...
 
@@ -125,33 +141,81 @@ def create_app(
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
     title: str = "hybridtower video search",
     serialize: bool = True,
+    allowed_hosts: Sequence[str] | None = None,
+    batching: bool = True,
+    batch_window_ms: float = DEFAULT_WINDOW_MS,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    query_cache: int = DEFAULT_CACHE_SIZE,
+    reopen: Callable[[], SearcherLike] | None = None,
+    reload_interval_s: float = 2.0,
+    thumbnail_failure_ttl_s: float = 30.0,
 ):
     """Build the app around ``searcher`` (already opened: the model is not loaded here).
 
     ``thumbnail_dir``: where thumbnails are cached (default: a temporary folder for this process).
     ``max_k``: larger ``k`` values are lowered to it (with a note). ``serialize``: run one search at a
-    time (the model already uses every core for one query; this also protects searchers that are not
-    thread-safe).
+    time when not batching (the model already uses every core for one query; this also protects searchers
+    that are not thread-safe). ``allowed_hosts``: the ``Host`` names answered (default: loopback names).
+    ``batching``: encode the queries of concurrent requests together (needs ``searcher.encode_queries``;
+    see :mod:`hybridtower.service.batching`); ``query_cache``: LRU size of query vectors (0 = off).
+    ``reopen``: a callable returning a freshly opened searcher, called when the index gets a new
+    generation (checked at most every ``reload_interval_s`` seconds; default for a real ``Searcher``:
+    ``Searcher.open`` of its folder; a negative interval turns following off).
     """
     if thumbnail_dir is None:
         import tempfile
 
         thumbnail_dir = Path(tempfile.mkdtemp(prefix="hybridtower-thumbs-"))
-    thumbs = ThumbnailCache(thumbnail_dir, size=thumbnail_size)
+    thumbs = ThumbnailCache(thumbnail_dir, size=thumbnail_size, failure_ttl_s=thumbnail_failure_ttl_s)
     query_errors = _query_error_types()
     search_lock = threading.Lock() if serialize else None
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8").replace("{{TITLE}}", _html_escape(title))
+    index_dir = getattr(searcher, "index_dir", None)
+    if reopen is None and index_dir is not None and callable(getattr(type(searcher), "open", None)):
+        reopen = _default_reopen(searcher)
+    live = LiveSearcher(searcher, index_dir if reopen is not None else None, reopen, reload_interval_s)
+    batcher = QueryBatcher(batch_window_ms, max_batch) if batching else None
+    cache = VectorCache(query_cache) if query_cache and query_cache > 0 else None
+    roots_cache: dict[int, tuple] = {}  # id(manifest) -> (manifest, real roots)
 
-    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.searcher = searcher
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
+    app.state.live = live
     app.state.thumbnails = thumbs
+    app.state.batcher = batcher
+    app.state.query_cache = cache
     app.state.started = time.time()
+    app.state.allowed_hosts = tuple(allowed_hosts) if allowed_hosts is not None else default_hosts()
 
     def error(status: int, code: str, detail: str, headers: dict | None = None):
         return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
+    def trailing_slash_redirect(request: Request):
+        """A relative redirect from ``/route/`` to ``/route`` when that is a route (never echoes Host)."""
+        path = request.scope.get("path", "")
+        if request.method not in ("GET", "HEAD") or len(path) < 2 or not path.endswith("/"):
+            return None
+        target = dict(request.scope, path=path.rstrip("/"))
+        if not target["path"] or target["path"].startswith("//"):
+            return None
+        for route in app.router.routes:
+            match, _ = route.matches(target)
+            if match == Match.FULL:
+                raw = request.scope.get("raw_path") or path.encode("utf-8")
+                location = raw.rstrip(b"/").decode("latin-1")
+                if not location.startswith("/") or location.startswith("//"):
+                    return None
+                query = request.scope.get("query_string") or b""
+                if query:
+                    location += "?" + query.decode("latin-1")
+                return Response(status_code=307, headers={"Location": location})
+        return None
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404:
+            redirect = trailing_slash_redirect(request)
+            if redirect is not None:
+                return redirect
         code = "not_found" if exc.status_code == 404 else "method_not_allowed" if exc.status_code == 405 else "http_error"
         return error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
@@ -160,52 +224,99 @@ def create_app(
         return error(400, "invalid_request", "; ".join(str(e.get("msg", e)) for e in exc.errors()) or "invalid request")
 
     @app.exception_handler(Exception)
-    async def _internal_error(request: Request, exc: Exception):  # pragma: no cover - a bug if reached
-        log.exception("unhandled error on %s", request.url.path)
-        return error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+    async def _internal_error(request: Request, exc: Exception):
+        # the details (which may hold server paths) go to the server log only
+        log.error("unhandled error on %s %s", request.method, printable(request.url.path), exc_info=exc)
+        return error(500, "internal_error", "the server failed to answer this request; the details are in its log")
 
-    def lookup(vid: str) -> Path:
-        """The file of indexed video ``vid`` or a 404: ids only, never paths."""
+    def roots_of(s) -> tuple[str, ...]:
+        manifest = getattr(s, "manifest", None)
+        hit = roots_cache.get(id(manifest))
+        if hit is None or hit[0] is not manifest:
+            if len(roots_cache) > 8:
+                roots_cache.clear()
+            hit = roots_cache[id(manifest)] = (manifest, real_roots(manifest if isinstance(manifest, dict) else None))
+        return hit[1]
+
+    def open_video(s, vid: str) -> OpenedVideo:
+        """The checked, open file of indexed video ``vid``, or a 404: ids only, never paths."""
         if not _ID.fullmatch(vid):
-            raise StarletteHTTPException(404, f"no video with id {vid[:40]!r}: ids are non-negative integers")
-        path = searcher.video_path(int(vid))
-        if path is None:
+            raise StarletteHTTPException(404, f"no video with id {printable(vid[:40])!r}: ids are non-negative integers")
+        entry = s.entry(int(vid)) if callable(getattr(s, "entry", None)) else None
+        if entry is None:
             raise StarletteHTTPException(404, f"no video with id {int(vid)} in this index")
-        path = Path(path)
-        if not path.is_file():
-            raise StarletteHTTPException(404, f"video {int(vid)} is in the index but its file is gone")
-        return path
+        try:
+            return open_indexed(int(vid), entry, roots_of(s))
+        except NotServable as exc:
+            raise StarletteHTTPException(404, str(exc)) from None
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def get_and_head(path: str, **kw):
+        return app.api_route(path, methods=["GET", "HEAD"], **kw)
+
+    @get_and_head("/", response_class=HTMLResponse, include_in_schema=False)
     def index_page():
         return HTMLResponse(page, headers={**PAGE_HEADERS, "Cache-Control": "no-cache"})
 
-    @app.get("/favicon.ico", include_in_schema=False)
+    @get_and_head("/favicon.ico", include_in_schema=False)
     def favicon():
         return Response(status_code=204)
 
-    @app.get("/static/{name}", include_in_schema=False)
+    @get_and_head("/static/{name}", include_in_schema=False)
     def static_file(name: str):
         if name not in STATIC_FILES:
             raise StarletteHTTPException(404, "no such static file")
         return Response((STATIC_DIR / name).read_bytes(), media_type=STATIC_FILES[name],
                         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
 
-    @app.get("/healthz")
+    @get_and_head("/healthz")
     def healthz():
-        return {
-            "status": "ok",
-            "videos": len(searcher),
+        s = live.current()
+        status = live.status()
+        body = {
+            "status": "degraded" if status.get("reload_error") else "ok",
+            "videos": len(s),
             "uptime_s": round(time.time() - app.state.started, 3),
             "max_k": max_k,
             "default_k": default_k,
             "max_query_chars": max_query_chars,
-            **_manifest_summary(searcher),
+            **_manifest_summary(s),
+            "index": status,
+            "batching": batcher.stats() if batcher is not None and _can_batch(s) else None,
+            "query_cache": cache.stats() if cache is not None and _can_batch(s) else None,
         }
+        return body
 
-    @app.get("/search")
-    def search(request: Request):
+    def run_search(s, text: str, k: int, vector):
+        kw = {} if vector is None else {"query_vector": vector}
+        if search_lock is not None and vector is None:
+            with search_lock:
+                return s.search(text, k=k, **kw)
+        return s.search(text, k=k, **kw)
+
+    async def query_vector(s, text: str):
+        """The query's vector through the cache and the batcher, or None (the searcher encodes itself)."""
+        if not _can_batch(s) or (batcher is None and cache is None):
+            return None
+        from ..index.searcher import clean_query as searcher_clean  # the text the searcher would encode
+
+        encoded_text, _ = searcher_clean(text)
+        key = (_model_key(s), encoded_text)
+        if cache is not None:
+            v = cache.get(key)
+            if v is not None:
+                return v
+        if batcher is not None:
+            v = await batcher.aencode(s, encoded_text)
+        else:
+            v = (await run_in_threadpool(s.encode_queries, [encoded_text]))[0]
+        if cache is not None:
+            cache.put(key, v)
+        return v
+
+    @get_and_head("/search")
+    async def search(request: Request):
         t0 = time.perf_counter()
+        s = live.current()
         params = request.query_params
         try:
             cq = clean_query(params.get("q"), max_chars=max_query_chars)
@@ -219,18 +330,16 @@ def create_app(
             try:
                 k = int(k_raw.strip())
             except ValueError:
-                return error(400, "invalid_k", f"k must be a whole number between 1 and {max_k}, got {k_raw[:40]!r}")
+                return error(400, "invalid_k", f"k must be a whole number between 1 and {max_k}, got "
+                                               f"{printable(k_raw[:40])!r}")
             if k < 1:
                 return error(400, "invalid_k", f"k must be between 1 and {max_k}, got {k}")
             if k > max_k:
                 notes.append(f"k lowered from {k} to the maximum {max_k}")
                 k = max_k
         try:
-            if search_lock is not None:
-                with search_lock:
-                    result = searcher.search(cq.text, k=k)
-            else:
-                result = searcher.search(cq.text, k=k)
+            vector = await query_vector(s, cq.text)
+            result = await run_in_threadpool(run_search, s, cq.text, k, vector)
         except query_errors as exc:  # type: ignore[misc]
             return error(400, "invalid_query", str(exc))
         except EmptyQuery as exc:
@@ -254,28 +363,68 @@ def create_app(
             "truncated": truncated or cq.cut,
             "num_tokens": num_tokens if isinstance(num_tokens, int) else None,
             "notes": notes,
-            "total_videos": len(searcher),
+            "total_videos": len(s),
         })
 
-    @app.api_route("/videos/{vid}", methods=["GET", "HEAD"])
+    @get_and_head("/videos/{vid}")
     def video(vid: str):
-        path = lookup(vid)
-        media_type = VIDEO_MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
-        return FileResponse(path, media_type=media_type, content_disposition_type="inline",
-                            filename=path.name, headers={"X-Content-Type-Options": "nosniff",
-                                                         "Cache-Control": "private, max-age=60"})
-
-    @app.get("/videos/{vid}/thumbnail")
-    def thumbnail(vid: str):
-        path = lookup(vid)
+        opened = open_video(live.current(), vid)
         try:
-            thumb = thumbs.get(path)
+            media_type = VIDEO_MEDIA_TYPES.get(Path(opened.name).suffix.lower(), "application/octet-stream")
+            return DescriptorFileResponse(opened, media_type=media_type, content_disposition_type="inline",
+                                          filename=opened.name,
+                                          headers={"X-Content-Type-Options": "nosniff",
+                                                   "Cache-Control": "private, max-age=60"})
+        except BaseException:
+            opened.close()
+            raise
+
+    @get_and_head("/videos/{vid}/thumbnail")
+    def thumbnail(vid: str):
+        opened = open_video(live.current(), vid)
+        try:
+            data = thumbs.get(opened)
         except ThumbnailError as exc:
             return error(404, "thumbnail_unavailable", str(exc))
-        return FileResponse(thumb, media_type="image/jpeg",
-                            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=300"})
+        finally:
+            opened.close()
+        return Response(data, media_type="image/jpeg",
+                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=300"})
 
+    app.add_middleware(DroppedConnectionGuard)
+    app.add_middleware(HostCheck, allowed_hosts=app.state.allowed_hosts)
     return app
+
+
+def _can_batch(searcher) -> bool:
+    return callable(getattr(searcher, "encode_queries", None))
+
+
+def _model_key(searcher):
+    """What identifies the text encoder of ``searcher`` (the same weights give the same vectors)."""
+    manifest = getattr(searcher, "manifest", None)
+    model = manifest.get("model") if isinstance(manifest, dict) else None
+    if isinstance(model, dict) and model.get("weights_sha256"):
+        return (model.get("config_hash"), model["weights_sha256"])
+    return ("object", id(getattr(searcher, "model", searcher)))
+
+
+def _default_reopen(searcher):
+    """``Searcher.open`` of the same folder, device and re-rank options (the manifest's checkpoint)."""
+    cls = type(searcher)
+    index_dir = searcher.index_dir
+    kw = {}
+    device = getattr(searcher, "device", None)
+    if device is not None:
+        kw["device"] = str(device)
+    for name in ("rerank_all", "candidates"):
+        if hasattr(searcher, name):
+            kw[name] = getattr(searcher, name)
+
+    def reopen():
+        return cls.open(index_dir, **kw)
+
+    return reopen
 
 
 def _float_or_none(value) -> float | None:

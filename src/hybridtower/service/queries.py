@@ -10,7 +10,9 @@ Rules (also in docs/service.md):
 - more than ``max_chars`` characters are cut to ``max_chars`` (the model's tokenizer then truncates to its
   text context, which the searcher reports separately);
 - non-ASCII text is kept as is (the CLIP BPE tokenizer is byte-level);
-- a query that is empty after these steps is rejected (:class:`EmptyQuery`, HTTP 400).
+- a query that is empty after these steps, or that holds no visible character (only joiners, variation
+  selectors, combining marks, blank fillers: a lone zero-width joiner, U+FE0F, U+3164, ...), is rejected
+  (:class:`EmptyQuery`, HTTP 400).
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ from ..core.errors import HybridTowerError
 
 DEFAULT_MAX_QUERY_CHARS = 1000
 _WS = re.compile(r"\s+")
+# categories that draw nothing on their own: format (ZWJ kept for emoji), separators, combining marks
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Cs", "Co", "Cn", "Zs", "Zl", "Zp", "Mn", "Me"})
+# letters/symbols that render blank (Hangul fillers, Braille blank)
+_BLANK_CHARS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def has_visible(text: str) -> bool:
+    """True when ``text`` holds at least one character that draws something."""
+    return any(ch not in _BLANK_CHARS and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES for ch in text)
 
 
 class EmptyQuery(HybridTowerError, ValueError):
@@ -54,10 +65,11 @@ def clean_query(raw: str | None, max_chars: int = DEFAULT_MAX_QUERY_CHARS) -> Cl
     text = _WS.sub(" ", "".join(kept)).strip()
     if removed:
         notes.append(f"removed {removed} control/invisible character{'s' if removed != 1 else ''}")
-    if not text:
+    if not text or not has_visible(text):
         if raw.strip() == "" and not removed:
             raise EmptyQuery("the query is empty: type a few words describing the video")
-        raise EmptyQuery("the query has no visible characters after removing control characters and whitespace")
+        raise EmptyQuery("the query has no visible characters (only control, invisible or blank characters "
+                         "and whitespace): type a few words")
     cut = False
     if len(text) > max_chars:
         text = text[:max_chars].rstrip()

@@ -12,7 +12,8 @@ routes:
   GET /search?q=TEXT&k=N        JSON results (id, video_id, name, score, video and thumbnail URLs, took_ms)
   GET /videos/ID                an indexed video file (range requests supported)
   GET /videos/ID/thumbnail      JPEG of its middle frame (made on first request, cached)
-  GET /healthz                  status, number of videos, model
+  GET /healthz                  status, number of videos, model, index generation, batching
+  (HEAD works wherever GET does)
 
 examples:
   hybridtower serve my_index                         # http://127.0.0.1:8000/
@@ -20,7 +21,11 @@ examples:
   curl 'http://127.0.0.1:8000/search?q=a+red+ball+bounces&k=5'
 
 The model loads once at start. Only files that are in the index can be served (URLs carry ids, never
-paths). The service has no authentication: keep --host on loopback unless you trust the network.
+paths; a file must still be a regular file inside an indexed folder, unchanged since indexing). The
+service follows the index: a new generation written by `hybridtower index` is picked up within a few
+seconds (--reload-interval). Requests must be addressed to localhost, 127.0.0.1, [::1] or --host;
+add names with --allow-host. Concurrent queries are encoded in batches (--no-batching to turn off).
+The service has no authentication: keep --host on loopback unless you trust the network.
 Thumbnails are cached in INDEX_DIR/thumbnails (or a user cache folder when the index is read-only).
 See docs/service.md.
 """
@@ -45,6 +50,18 @@ def register(sub) -> None:
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn log level (default info)")
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests whose Host header is NAME (repeatable; default: localhost, "
+                        "127.0.0.1, [::1] and --host). Others get 400 (DNS rebinding)")
+    p.add_argument("--no-batching", action="store_true",
+                   help="encode each query on its own instead of batching concurrent ones")
+    p.add_argument("--batch-window-ms", type=float, default=5.0,
+                   help="longest time a query waits for others to share its encode (default 5 ms)")
+    p.add_argument("--max-batch", type=int, default=32, help="most queries per batched encode (default 32)")
+    p.add_argument("--query-cache", type=int, default=4096, metavar="N",
+                   help="keep the vectors of the last N distinct queries (default 4096; 0 = off)")
+    p.add_argument("--reload-interval", type=float, default=2.0, metavar="SECONDS",
+                   help="check the index for a new generation at most this often (default 2; negative = never)")
     p.set_defaults(func=run)
 
 
@@ -57,6 +74,16 @@ def run(args) -> int:
         raise ConfigError(f"need 1 <= --default-k ({args.default_k}) <= --max-k ({args.max_k})")
     if args.max_query_chars < 1:
         raise ConfigError(f"--max-query-chars must be positive, got {args.max_query_chars}")
+    if not 0 <= args.batch_window_ms <= 1000 or args.max_batch < 1:
+        raise ConfigError(f"need 0 <= --batch-window-ms ({args.batch_window_ms}) <= 1000 and --max-batch >= 1 "
+                          f"({args.max_batch})")
+    if args.query_cache < 0:
+        raise ConfigError(f"--query-cache must be 0 (off) or positive, got {args.query_cache}")
+    from ...service.middleware import default_hosts, valid_host_name
+
+    bad = [h for h in args.allow_host if not valid_host_name(h)]
+    if bad:
+        raise ConfigError(f"--allow-host takes a host name or address without a port, got {bad[0]!r}")
     sock = bind_socket(args.host, args.port)  # fail fast, before the model loads
     try:
         searcher = open_searcher(args.index_dir, args.checkpoint, args.device)
@@ -67,6 +94,13 @@ def run(args) -> int:
             default_k=args.default_k,
             max_query_chars=args.max_query_chars,
             title=args.title,
+            allowed_hosts=default_hosts(args.host, args.allow_host),
+            batching=not args.no_batching,
+            batch_window_ms=args.batch_window_ms,
+            max_batch=args.max_batch,
+            query_cache=args.query_cache,
+            reopen=lambda: open_searcher(args.index_dir, args.checkpoint, args.device),
+            reload_interval_s=args.reload_interval,
         )
     except BaseException:
         sock.close()
@@ -76,6 +110,9 @@ def run(args) -> int:
     if not is_loopback(args.host):
         print(f"warning: listening on {args.host}, not loopback; the service has no authentication",
               file=sys.stderr)
+        if args.host in ("0.0.0.0", "::") and not args.allow_host:
+            print("note: requests are answered only when addressed to localhost/127.0.0.1/[::1]; add the "
+                  "names clients use with --allow-host NAME", file=sys.stderr)
     print(f"serving {len(searcher)} videos from {args.index_dir} at http://{shown}:{port}/  (Ctrl-C stops)",
           flush=True)
     serve_forever(app, sock, log_level=args.log_level, access_log=not args.no_access_log)
