@@ -17,13 +17,13 @@ def brute_t2v(s, gt, absent=None):
         if absent[gt[i]]:
             out.append(len(present) + 1)
             continue
-        out.append(1 + sum(1 for j in present if s[i, j] > s[i, gt[i]]))
+        out.append(1 + sum(1 for j in present if j != gt[i] and s[i, j] >= s[i, gt[i]]))
     return np.array(out)
 
 
 def brute_v2t_group(s, gt, absent=None):
     """CLIP4Clip/X-Pool 'Deferf': regroup rows per video into [Nv, max_caps, Nv] padded with -inf,
-    max over the caption axis, transpose, then rank each row's diagonal by strict counting."""
+    max over the caption axis, transpose, then rank each row's diagonal counting ties against it."""
     nt, nv = s.shape
     absent = np.zeros(nv, bool) if absent is None else np.asarray(absent)
     groups = [[i for i in range(nt) if gt[i] == v] for v in range(nv)]
@@ -38,7 +38,7 @@ def brute_v2t_group(s, gt, absent=None):
         if absent[v]:
             out.append(nv + 1)
         else:
-            out.append(1 + int(np.sum(vt[v] > vt[v, v])))
+            out.append(1 + sum(1 for g in range(nv) if g != v and vt[v, g] >= vt[v, v]))
     return np.array(out)
 
 
@@ -52,7 +52,8 @@ def brute_v2t_caption(s, gt, absent=None):
             out.append(nt + 1)
             continue
         col = s[:, v]
-        out.append(min(1 + int(np.sum(col > col[i])) for i in range(nt) if gt[i] == v))
+        others = [k for k in range(nt) if gt[k] != v]
+        out.append(min(1 + sum(1 for k in others if col[k] >= col[i]) for i in range(nt) if gt[i] == v))
     return np.array(out)
 
 
@@ -96,27 +97,32 @@ def test_absent_videos_are_failures(seed):
 def test_hand_example_multi_caption_and_ties():
     # 3 videos; video 0 owns captions 0 and 1, video 1 owns caption 2, video 2 owns caption 3
     s = np.array([
-        [0.5, 0.5, 0.1],  # caption 0: ties with video 1 -> rank 1 (ties do not push it down)
-        [0.2, 0.9, 0.3],  # caption 1: video 1 and 2 strictly higher -> rank 3
-        [0.4, 0.4, 0.4],  # caption 2: all equal -> rank 1
-        [0.6, 0.0, 0.1],  # caption 3: video 0 strictly higher -> rank 2
+        [0.5, 0.5, 0.1],  # caption 0: ties with video 1 -> rank 2 (a tie counts against the query)
+        [0.2, 0.9, 0.3],  # caption 1: video 1 and 2 higher -> rank 3
+        [0.4, 0.4, 0.4],  # caption 2: all equal -> rank 3 (the worst end of the tie range)
+        [0.6, 0.0, 0.1],  # caption 3: video 0 higher -> rank 2
     ])
     gt = [0, 0, 1, 2]
-    assert ranks_t2v(s, gt).tolist() == [1, 3, 1, 2]
+    assert ranks_t2v(s, gt).tolist() == [2, 3, 3, 2]
     # v2t group: video 0 best own = 0.5; groups' best for video 0: g1 0.4, g2 0.6 -> rank 2
     # video 1 best own = 0.4; g0 best = 0.9 > 0.4, g2 = 0.0 -> rank 2
     # video 2 best own = 0.1; g0 best = 0.3 > 0.1, g1 = 0.4 > 0.1 -> rank 3
     assert ranks_v2t(s, gt).tolist() == [2, 2, 3]
-    # v2t caption: video 1 best own 0.4; captions 0 (0.5) and 1 (0.9) higher -> rank 3;
-    # video 2 best own 0.1: captions 1 (0.3) and 2 (0.4) higher, caption 0 ties (0.1) -> rank 3
-    assert ranks_v2t(s, gt, mode="caption").tolist() == [2, 3, 3]
+    # v2t caption: video 0 best own 0.5: captions 2 (0.4) and 3 (0.6) -> only 3 higher -> rank 2;
+    # video 1 best own 0.4; captions 0 (0.5) and 1 (0.9) higher -> rank 3;
+    # video 2 best own 0.1: captions 1 (0.3), 2 (0.4) higher and caption 0 ties (0.1) -> rank 4
+    assert ranks_v2t(s, gt, mode="caption").tolist() == [2, 3, 4]
 
 
-def test_all_tied_scores_give_rank_one():
+def test_all_tied_scores_give_the_worst_rank():
+    """A collapsed (constant-score) model must not look perfect: every query gets the worst rank."""
     s = np.zeros((6, 3))
     gt = [0, 0, 1, 1, 2, 2]
-    assert ranks_t2v(s, gt).tolist() == [1] * 6
-    assert ranks_v2t(s, gt).tolist() == [1] * 3
+    assert ranks_t2v(s, gt).tolist() == [3] * 6
+    assert ranks_v2t(s, gt).tolist() == [3] * 3
+    assert ranks_v2t(s, gt, mode="caption").tolist() == [5] * 3
+    assert retrieval_metrics(ranks_t2v(s, gt))["R@1"] == 0.0
+    assert retrieval_metrics(ranks_t2v(np.zeros((1, 1)), [0]))["R@1"] == 100.0  # one candidate: nothing to tie
 
 
 def test_retrieval_metrics_values():

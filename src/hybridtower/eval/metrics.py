@@ -8,11 +8,14 @@ Everything here is pure (numpy/torch, no model). Conventions, used throughout:
 * ``absent`` (optional, bool ``[Nv]``) marks videos that could not be encoded (file missing or
   unreadable). Their columns are ignored whatever they hold (the runner fills them with NaN).
 
-**Tie policy.** A query's rank is ``1 + the number of candidates scoring strictly higher than its
-ground truth``. Candidates that tie with the ground truth do not push it down (the optimistic end of
-the tie range), and every query gets exactly one rank. CLIP4Clip, CLIP-ViP and ProST locate the
-ground truth with ``np.where(sorted_row - gt == 0)``, which returns several or misplaced positions when
-scores tie exactly; we never search for positions, we count.
+**Tie policy (pessimistic).** A query's rank is ``1 + the number of OTHER candidates scoring higher
+than OR EQUAL TO its ground truth``: a candidate that ties with the ground truth pushes it down (the
+worst end of the tie range), and every query gets exactly one rank. So a model whose scores collapse to
+a constant gets the worst rank for every query (R@1 = 0 with more than one candidate), never a perfect
+score. With real-valued features exact ties are rare and the policy changes nothing; the runner counts
+the queries where it matters and warns. (CLIP4Clip, CLIP-ViP and ProST locate the ground truth with
+``np.where(sorted_row - gt == 0)``, which returns several or misplaced positions when scores tie
+exactly; we never search for positions, we count.)
 
 **Text-to-video (t2v).** Every caption is a query over all (present) videos.
 
@@ -20,12 +23,12 @@ scores tie exactly; we never search for positions, we count.
 method.md §3.3, peers.md §6.1).** Captions are grouped by their video. For video ``v`` the score of
 caption group ``g`` is the best score any caption of ``g`` gets for ``v``:
 ``M[g, v] = max_{i: gt_video[i] = g} scores[i, v]``. Video ``v``'s rank is
-``1 + #{g != v : M[g, v] > M[v, v]}``: its best caption competes with the best caption of every other
+``1 + #{g != v : M[g, v] >= M[v, v]}``: its best caption competes with the best caption of every other
 video, so ranks run from 1 to the number of caption groups (= videos with captions). With one caption
 per video this is plain ranking of the transposed matrix.
 
 **v2t, ``mode="caption"``** (the COCO image-to-text convention, offered for comparison): video ``v``'s
-rank is ``1 + #{captions i of other videos : scores[i, v] > max over v's own captions}``, i.e. the rank
+rank is ``1 + #{captions i of other videos : scores[i, v] >= max over v's own captions}``, i.e. the rank
 of its best-ranked caption in the full caption list. Ranks run up to ``Nt``; numbers differ from the
 published video-retrieval tables, which use the group rule.
 
@@ -78,7 +81,8 @@ def _check_inputs(scores, gt_video, absent):
 def ranks_t2v(scores, gt_video, *, absent=None) -> np.ndarray:
     """Text-to-video rank of every caption: ``[Nt]`` int64, 1 = its video scored highest.
 
-    ``rank[i] = 1 + #{present videos j : scores[i, j] > scores[i, gt_video[i]]}``; a caption whose
+    ``rank[i] = 1 + #{present videos j != gt_video[i] : scores[i, j] >= scores[i, gt_video[i]]}`` (ties
+    count against the caption: the pessimistic rank); a caption whose
     video is ``absent`` gets ``(number of present videos) + 1`` (a miss ranked after every video).
     """
     s, gt, present = _check_inputs(scores, gt_video, absent)
@@ -89,7 +93,8 @@ def ranks_t2v(scores, gt_video, *, absent=None) -> np.ndarray:
         block = s[a : a + _ROW_CHUNK, present]
         # the gt score read from the full matrix; for an absent gt it is NaN and overwritten below
         g = s[a : a + _ROW_CHUNK].gather(1, gt[a : a + _ROW_CHUNK, None])
-        out[a : a + _ROW_CHUNK] = 1 + (block > g).sum(1)
+        # ``>=`` counts the ground truth's own column too (it equals itself): hence no ``1 +``
+        out[a : a + _ROW_CHUNK] = (block >= g).sum(1)
     out[~present[gt]] = n_present + 1
     return out.numpy()
 
@@ -124,13 +129,16 @@ def ranks_v2t(scores, gt_video, *, absent=None, mode: str = "group") -> np.ndarr
             block = s[:, a : a + _ROW_CHUNK]
             idx = gt[:, None].expand(-1, block.shape[1])
             m = torch.full((nv, block.shape[1]), -torch.inf, dtype=s.dtype).scatter_reduce_(0, idx, block, "amax")
-            out[a : a + _ROW_CHUNK] = 1 + (m > best[None, a : a + _ROW_CHUNK]).sum(0)  # own group == best
+            # own group's row equals best: counted by ``>=``, so it stands for the ``1 +``
+            out[a : a + _ROW_CHUNK] = (m >= best[None, a : a + _ROW_CHUNK]).sum(0)
         n_candidates = nv
     else:
         higher = torch.zeros(nv, dtype=torch.long)
+        cols = torch.arange(nv)
         for a in range(0, nt, _ROW_CHUNK):
-            higher += (s[a : a + _ROW_CHUNK] > best[None, :]).sum(0)
-        out = 1 + higher  # own captions are <= best, so only other videos' captions count
+            other = gt[a : a + _ROW_CHUNK, None] != cols[None, :]  # only other videos' captions compete
+            higher += ((s[a : a + _ROW_CHUNK] >= best[None, :]) & other).sum(0)
+        out = 1 + higher
         n_candidates = nt
     out[~present] = n_candidates + 1
     return out.numpy()
