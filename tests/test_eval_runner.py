@@ -10,7 +10,7 @@ import torch
 from hybridtower import hub
 from hybridtower.data import load_split
 from hybridtower.data.datasets import VideoFrames
-from hybridtower.encode import encode_texts, encode_videos, preprocess_for
+from hybridtower.encode import encode_texts, encode_videos, eval_sample_mode, preprocess_for
 from hybridtower.eval import evaluate, ranks_t2v, ranks_v2t, retrieval_metrics, score_split
 from hybridtower.eval.runner import EvaluationError
 
@@ -39,7 +39,9 @@ def split(synth):
 def test_query_independent_scores_are_the_index_vectors(tiny_models, split, fw):
     model = tiny_models[fw]
     scores, gt, info = score_split(model, split, batch_size=3, progress=False)
-    frames = VideoFrames(split, num_frames=model.cfg.video.num_frames, preprocess=preprocess_for(model))
+    frames = VideoFrames(split, num_frames=model.cfg.video.num_frames, preprocess=preprocess_for(model),
+                         sample_mode=eval_sample_mode(model))
+    assert info["sample_mode"] == {"pig": "linspace", "meanp": "uniform"}[fw]
     v = encode_videos(model, frames, batch_size=3, progress=False)
     t = encode_texts(model, [c.text for c in split.captions])
     assert torch.equal(scores, t @ v.features.T)
@@ -143,7 +145,8 @@ def test_cli_evaluate_json_and_table(tiny_models, synth, split, tmp_path, capsys
 
 
 def test_tied_scores_are_reported(tiny_models, split, monkeypatch):
-    """A collapsed model (every score equal) gets rank 1 everywhere under the tie policy; the result says so."""
+    """A collapsed model (every score equal) gets the worst rank everywhere (pessimistic ties), R@1 = 0, and
+    the result warns about it."""
     import hybridtower.eval.runner as runner
 
     real = runner.score_split
@@ -154,6 +157,8 @@ def test_tied_scores_are_reported(tiny_models, split, monkeypatch):
 
     monkeypatch.setattr(runner, "score_split", constant)
     res = evaluate(tiny_models["meanp"], split, batch_size=4, progress=False)
-    assert res["t2v"]["R@1"] == 100.0
+    assert res["t2v"]["R@1"] == 0.0 and res["v2t"]["R@1"] == 0.0
+    assert res["t2v"]["MnR"] == len(split.videos)
     assert res["protocol"]["t2v_queries_with_ties"] == len(split.captions)
-    assert "tie exactly" in runner.format_table(res)
+    assert res["ties"] == {"t2v_queries": len(split.captions), "fraction": 1.0, "warning": True}
+    assert "WARNING" in runner.format_table(res) and "tie exactly" in runner.format_table(res)

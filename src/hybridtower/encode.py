@@ -29,6 +29,17 @@ def preprocess_for(model: RetrievalModel) -> PreprocessConfig:
     return preprocess_from_dict(model.preprocess_config())
 
 
+# eval sampling name (model config / CLI) -> frame sampler mode of ``data.video.sampling``
+_SAMPLER_MODE = {"middle": "uniform", "linspace": "linspace"}
+
+
+def eval_sample_mode(model: RetrievalModel, override: str | None = None) -> str:
+    """The frame sampler mode (``sample_indices``) for evaluating / indexing ``model``: ``"linspace"``
+    for PIG and CLIP-ViP (their release), ``"uniform"`` (segment middles) for meanP and X-Pool, unless
+    the model config's ``video.eval_sampling`` or ``override`` (``middle`` / ``linspace``) says otherwise."""
+    return _SAMPLER_MODE[model.cfg.resolved_eval_sampling(override)]
+
+
 def autocast_context(device: torch.device, precision: str = "fp32"):
     """bf16/fp16 autocast on CUDA; a no-op for fp32 or on the CPU."""
     if precision == "fp32" or device.type != "cuda":

@@ -32,7 +32,10 @@ __all__ = ["EvaluationError", "score_split", "evaluate", "V2T_DEFINITION", "TIE_
 
 log = logging.getLogger(__name__)
 
-TIE_POLICY = "rank = 1 + number of candidates scoring strictly higher than the ground truth"
+TIE_POLICY = ("pessimistic: rank = 1 + number of other candidates scoring higher than or equal to the "
+              "ground truth (a constant-score model gets R@1 = 0)")
+# warn loudly when at least this fraction of the t2v queries tie exactly with another video
+TIE_WARN_FRACTION = 0.01
 V2T_DEFINITION = {
     "group": "per video, its best caption vs. the best caption of every other video (CLIP4Clip/X-Pool)",
     "caption": "per video, its best caption's rank among all captions (COCO style)",
@@ -74,6 +77,7 @@ def score_split(
     text_batch_size: int = 512,
     pair_text_chunk: int = 64,
     pair_video_chunk: int = 64,
+    eval_sampling: str | None = None,
 ):
     """Encode and score a split: ``(scores [Nt, Nv] float32, gt_video [Nt] long, info)``.
 
@@ -82,10 +86,13 @@ def score_split(
     ``"errors"`` (``{"video_index", "video_id", "error"}`` for every skipped video),
     ``"skipped_videos"`` (the same as ``{"video_id", "error"}``) and ``"num_encoded"``.
 
+    ``eval_sampling`` (``middle`` / ``linspace``; None = the model config's ``video.eval_sampling``)
+    picks the frames read per video; ``info["sample_mode"]`` says which sampler ran.
+
     The model is put in eval mode for the pass and restored to its previous mode afterwards.
     """
     from ..data.datasets import VideoFrames
-    from ..encode import encode_texts, encode_videos, preprocess_for
+    from ..encode import encode_texts, encode_videos, eval_sample_mode, preprocess_for
 
     if not split.captions:
         raise EvaluationError(f"split {split.name!r} of {split.format}:{split.root} has no captions to evaluate")
@@ -94,7 +101,9 @@ def score_split(
     was_training = model.training
     model.eval()
     try:
-        frames = VideoFrames(split, num_frames=model.cfg.video.num_frames, preprocess=preprocess_for(model))
+        sample_mode = eval_sample_mode(model, eval_sampling)
+        frames = VideoFrames(split, num_frames=model.cfg.video.num_frames, preprocess=preprocess_for(model),
+                             sample_mode=sample_mode)
         enc = encode_videos(model, frames, batch_size=batch_size, num_workers=num_workers, precision=precision,
                             progress=progress, desc=f"encode videos ({split.name})")
         texts = [c.text for c in split.captions]
@@ -114,6 +123,7 @@ def score_split(
         "errors": errors,
         "skipped_videos": [{"video_id": e["video_id"], "error": e["error"]} for e in errors],
         "num_encoded": int(enc.indices.numel()),
+        "sample_mode": sample_mode,
     }
     return scores, gt, info
 
@@ -173,6 +183,7 @@ def evaluate(
     progress: bool = True,
     v2t_mode: str = "group",
     return_ranks: bool = False,
+    eval_sampling: str | None = None,
 ) -> dict:
     """t2v and v2t R@1/R@5/R@10/MdR/MnR of ``model`` on ``split``.
 
@@ -181,9 +192,14 @@ def evaluate(
     "v2t", "note"}`` (a labelled extra, never to be compared with plain numbers). ``num_videos`` and
     ``num_captions`` count the whole split: skipped videos are scored as failures (module docstring).
     ``return_ranks=True`` adds ``"ranks": {"t2v": [Nt], "v2t": [Nv with captions]}`` (numpy arrays).
+    ``eval_sampling``: ``middle`` / ``linspace`` frames (None: the model config's, see ``encode.eval_sample_mode``).
+
+    Ties rank pessimistically (``TIE_POLICY``). ``"ties"`` reports how many t2v queries tie exactly with
+    another video (``t2v_queries``, ``fraction``); at ``TIE_WARN_FRACTION`` or more a warning is logged
+    and printed by :func:`format_table` (such scores look collapsed).
     """
     scores, gt, info = score_split(model, split, batch_size=batch_size, num_workers=num_workers,
-                                   precision=precision, progress=progress)
+                                   precision=precision, progress=progress, eval_sampling=eval_sampling)
     absent = info["absent"]
     if info["num_encoded"] == 0:
         first = "; ".join(f"{s['video_id']}: {s['error']}" for s in info["skipped_videos"][:3])
@@ -200,6 +216,14 @@ def evaluate(
             " ..." if len(skipped) > 10 else "",
         )
     t2v, v2t, no_caption = _rank_all(scores, gt, absent, v2t_mode, dsl=False)
+    tied = _t2v_tied_queries(scores, gt, absent)
+    tied_fraction = tied / max(1, len(split.captions))
+    if tied_fraction >= TIE_WARN_FRACTION:
+        log.warning(
+            "%d of %d captions (%.1f%%) tie EXACTLY with another video: the scores look collapsed or "
+            "quantised; they are ranked pessimistically (ties count against the caption)",
+            tied, len(split.captions), 100 * tied_fraction,
+        )
     result = {
         "t2v": retrieval_metrics(t2v),
         "v2t": retrieval_metrics(v2t),
@@ -209,12 +233,14 @@ def evaluate(
         "model": model.cfg.name or model.cfg.framework,
         "data": f"{split.format}:{split.root}" if split.format else str(split.root),
         "split": split.name,
+        "ties": {"t2v_queries": tied, "fraction": tied_fraction, "warning": tied_fraction >= TIE_WARN_FRACTION},
         "protocol": {
             "ties": TIE_POLICY,
             "v2t": f"{v2t_mode}: {V2T_DEFINITION[v2t_mode]}",
             "skipped_videos": "scored as failures (worst rank + 1); denominators are the whole split",
             "videos_without_captions": no_caption,
-            "t2v_queries_with_ties": _t2v_tied_queries(scores, gt, absent),
+            "t2v_queries_with_ties": tied,
+            "frames": f"{info['sample_mode']} sampling of {model.cfg.video.num_frames} frames per video",
             "scoring": "text @ video.T (index path)" if model.query_independent else "model.score (pairwise fusion)",
         },
     }
@@ -247,8 +273,11 @@ def format_table(result: dict) -> str:
         lines += ["DSL (extra; not comparable with the rows above):",
                   row("t2v", result["dsl"]["t2v"]), row("v2t", result["dsl"]["v2t"])]
     tied = result.get("protocol", {}).get("t2v_queries_with_ties", 0)
-    if tied:
-        lines.append(f"note: {tied} caption(s) tie exactly with another video; ties rank in the caption's favour")
+    if result.get("ties", {}).get("warning"):
+        lines.append(f"WARNING: {tied} caption(s) ({100 * result['ties']['fraction']:.1f}%) tie exactly with "
+                     "another video: the scores look collapsed; ties rank against the caption (pessimistic)")
+    elif tied:
+        lines.append(f"note: {tied} caption(s) tie exactly with another video; ties rank against the caption")
     skipped = result.get("skipped_videos") or []
     if skipped:
         lines.append(f"WARNING: {len(skipped)} video(s) could not be decoded; their captions count as misses:")

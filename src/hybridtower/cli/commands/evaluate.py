@@ -11,8 +11,10 @@ Encode every video of the split once (offline side) and every caption once (onli
 them by the model's own rule (PIG and Two-Tower: text @ video, the search index's vector path;
 X-Pool: pairwise fusion) and print t2v and v2t R@1, R@5, R@10, median and mean rank.
 
-Protocol (docs/evaluation.md): rank = 1 + number of videos (captions) scoring strictly higher than
-the ground truth; every caption is a t2v query over all videos; in v2t each video is represented by
+Protocol (docs/evaluation.md): rank = 1 + number of other videos (captions) scoring higher than or
+equal to the ground truth (pessimistic ties; a constant-score model gets R@1 = 0, and many exact ties
+are warned about); frames: linspace(0, n-1, T) for PIG / CLIP-ViP (their release), each segment's
+middle frame for meanP / X-Pool (--eval-sampling overrides); every caption is a t2v query over all videos; in v2t each video is represented by
 its best caption against the best caption of every other video (CLIP4Clip/X-Pool). Videos that are
 missing or cannot be decoded are listed and scored as failures (never silently dropped)."""
 EPILOG = """\
@@ -46,6 +48,10 @@ def register(sub) -> None:
     p.add_argument("--v2t", choices=("group", "caption"), default="group",
                    help="v2t definition: group = best caption vs. other videos' best captions (default, "
                    "CLIP4Clip/X-Pool); caption = best caption's rank among all captions (COCO style)")
+    p.add_argument("--eval-sampling", choices=("auto", "middle", "linspace"), default="auto",
+                   help="frames read per video: linspace = linspace(0, n-1, T) (PIG/CLIP-ViP release), middle = "
+                   "each segment's middle frame (CLIP4Clip/X-Pool); auto (default) = the model config's "
+                   "video.eval_sampling (auto there: linspace for pig/clipvip, middle for meanp/xpool)")
     p.add_argument("--batch-size", type=int, default=16, help="videos per encoding batch (default 16)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for decoding (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
@@ -79,7 +85,8 @@ def run(args) -> int:
     split = load_split(args.data, split_name, video_root=args.video_root)
     model = hub.load_model(args.checkpoint, device=device)
     result = evaluate(model, split, batch_size=args.batch_size, num_workers=args.num_workers,
-                      precision=args.precision, dsl=args.dsl, progress=not args.no_progress, v2t_mode=args.v2t)
+                      precision=args.precision, dsl=args.dsl, progress=not args.no_progress, v2t_mode=args.v2t,
+                      eval_sampling=args.eval_sampling)
     result["data"] = args.data
     result["checkpoint"] = str(args.checkpoint)
     result = to_jsonable(result)
