@@ -71,8 +71,13 @@ class RetrievalModel(nn.Module):
         raise NotImplementedError
 
     def score(self, text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
-        """[Nt, D] x video side -> [Nt, Nv]. Query-independent models: one matrix product."""
-        return text @ video.t()
+        """[Nt, D] x video side -> [Nt, Nv] float32. Query-independent models: one matrix product.
+
+        Always computed in fp32, also under a bf16/fp16 autocast: the training logits are these scores
+        times ~100, and a 16-bit product (3 significant digits in bf16) would blur their ranking.
+        """
+        with torch.autocast(device_type=text.device.type, enabled=False):
+            return text.float() @ video.float().t()
 
     def forward(self, frames: torch.Tensor, tokens: torch.Tensor) -> ModelOutput:
         return ModelOutput(text=self.encode_text(tokens), video=self.encode_video(frames))

@@ -22,6 +22,9 @@ from ..core.config import apply_overrides, from_dict
 from ..core.errors import ConfigError
 
 FRAMEWORKS = ("pig", "meanp", "clipvip", "xpool")
+EVAL_SAMPLINGS = ("auto", "middle", "linspace")
+# what "auto" means per framework: each framework's own release (docs/method-decisions.md)
+_EVAL_SAMPLING_AUTO = {"pig": "linspace", "clipvip": "linspace", "meanp": "middle", "xpool": "middle"}
 SIZES = ("vit-b-32", "vit-b-16", "tiny")
 
 
@@ -38,6 +41,10 @@ class VideoConfig:
     frame_cls: bool = True  # one shared frame-CLS token per frame (+ temporal embedding), PIG's addition
     temporal_embedding: bool = True  # learnable, zero-initialised, interpolated when T differs
     proxy_init: str = "randn"  # "randn" (official release: N(0,1)) or "class" (copy of CLIP's class embedding)
+    # frames read at evaluation / indexing: "linspace" = linspace(0, n-1, T) (the PIG / CLIP-ViP release's
+    # test sampler, the grid its train jitter is built on); "middle" = each segment's middle frame
+    # (CLIP4Clip / X-Pool); "auto" = linspace for pig and clipvip, middle for meanp and xpool
+    eval_sampling: str = "auto"
 
 
 @dataclass
@@ -60,7 +67,7 @@ class GeneratorConfig:
 @dataclass
 class FusionConfig:
     num_heads: int = 1  # X-Pool: one head, head dim = embed dim
-    dropout: float = 0.1  # PIG release: 0.1 (X-Pool: 0.3 on MSRVTT)
+    dropout: float = 0.1  # PIG release: 0.1; the xpool presets set X-Pool's own 0.3 (its MSRVTT-9k recipe)
     temperature: float = 1.0  # attention temperature (1 = plain scaled dot product)
 
 
@@ -88,9 +95,19 @@ class ModelConfig:
             raise ConfigError("generator.mapper must be 'linear' or 'mlp'")
         if self.video.proxy_init not in ("randn", "class"):
             raise ConfigError("video.proxy_init must be 'randn' or 'class'")
+        if self.video.eval_sampling not in EVAL_SAMPLINGS:
+            raise ConfigError(f"video.eval_sampling must be one of {EVAL_SAMPLINGS}, got {self.video.eval_sampling!r}")
         if self.fusion.num_heads < 1:
             raise ConfigError("fusion.num_heads must be >= 1")
         return self
+
+    def resolved_eval_sampling(self, override: str | None = None) -> str:
+        """``"middle"`` or ``"linspace"``: ``override`` (when given and not ``auto``), else this config's
+        ``video.eval_sampling``, where ``auto`` follows the framework's own release."""
+        choice = override if override not in (None, "", "auto") else self.video.eval_sampling
+        if choice not in EVAL_SAMPLINGS:
+            raise ConfigError(f"eval sampling must be one of {EVAL_SAMPLINGS}, got {choice!r}")
+        return _EVAL_SAMPLING_AUTO[self.framework] if choice == "auto" else choice
 
     @property
     def uses_vip_encoder(self) -> bool:
@@ -104,6 +121,12 @@ _SIZE_DEFAULTS = {
 }
 
 
+# per-framework values on top of the dataclass defaults: each framework keeps its own release's numbers
+_FRAMEWORK_DEFAULTS = {
+    "xpool": dict(fusion=dict(dropout=0.3)),  # X-Pool README, MSR-VTT-9k: --transformer_dropout=0.3
+}
+
+
 def list_presets() -> list[str]:
     return [f"{fw}-{size}" for fw in FRAMEWORKS for size in SIZES]
 
@@ -113,7 +136,7 @@ def preset_config(name: str, overrides: list[str] | None = None) -> ModelConfig:
     framework, _, size = name.partition("-")
     if framework not in FRAMEWORKS or size not in _SIZE_DEFAULTS:
         raise ConfigError(f"unknown model preset {name!r}; available: {', '.join(list_presets())}")
-    data = {"framework": framework, "name": name, **_SIZE_DEFAULTS[size]}
+    data = {"framework": framework, "name": name, **_SIZE_DEFAULTS[size], **_FRAMEWORK_DEFAULTS.get(framework, {})}
     cfg = from_dict(ModelConfig, data, where=f"preset {name}")
     return apply_overrides(cfg, overrides).validate()
 

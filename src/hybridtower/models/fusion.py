@@ -84,10 +84,12 @@ class XPoolFusion(nn.Module):
         return self._finish(pooled)
 
     def score_pairs(self, text: torch.Tensor, tokens: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-        """Cosine of each L2-normalised text [Nq, D] with its own fused video: [Nq, Nv], chunked over videos."""
-        text_n = F.normalize(text, dim=-1)
+        """Cosine of each L2-normalised text [Nq, D] with its own fused video: [Nq, Nv] float32, chunked over
+        videos. The fusion may run under autocast; the normalisation and the cosine are always fp32."""
+        text_n = F.normalize(text.float(), dim=-1)
         out = []
         for s in range(0, tokens.shape[0], chunk):
-            fused = F.normalize(self.forward_pairs(text, tokens[s : s + chunk]), dim=-1)
-            out.append(torch.einsum("qd,qvd->qv", text_n, fused))
-        return torch.cat(out, dim=1) if out else text.new_zeros(text.shape[0], 0)
+            fused = self.forward_pairs(text, tokens[s : s + chunk])
+            with torch.autocast(device_type=fused.device.type, enabled=False):
+                out.append(torch.einsum("qd,qvd->qv", text_n, F.normalize(fused.float(), dim=-1)))
+        return torch.cat(out, dim=1) if out else text.new_zeros(text.shape[0], 0, dtype=torch.float32)

@@ -14,17 +14,25 @@ def symmetric_infonce(similarity: torch.Tensor, logit_scale: torch.Tensor) -> to
 
     ``logit_scale`` is the *log* temperature; the loss is the SUM of the text->video and video->text
     cross-entropies, as in the PIG release (not CLIP's average), which fixes the 1:1 balance with lambda.
+    Computed in fp32 whatever the autocast state (the logits are ~100 x the similarity).
     """
     if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
         raise ValueError(f"similarity must be square [B, B], got {tuple(similarity.shape)}")
-    logits = logit_scale.exp() * similarity
-    target = torch.arange(similarity.shape[0], device=similarity.device)
-    return F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)
+    with torch.autocast(device_type=similarity.device.type, enabled=False):
+        logits = logit_scale.float().exp() * similarity.float()
+        target = torch.arange(similarity.shape[0], device=similarity.device)
+        return F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)
 
 
-def reconstruction_loss(pseudo_query: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of ``|| t_p/|t_p| - t/|t| ||^2 = 2 - 2 cos(t_p, t)``; no stop-gradient on ``t``."""
-    return (2.0 - 2.0 * F.cosine_similarity(pseudo_query, text, dim=-1)).mean()
+def reconstruction_loss(pseudo_query: torch.Tensor, text: torch.Tensor, stop_grad: bool = False) -> torch.Tensor:
+    """Mean over the batch of ``|| t_p/|t_p| - t/|t| ||^2 = 2 - 2 cos(t_p, t)``, in fp32.
+
+    ``stop_grad=False`` (the release) lets the gradient reach the text tower through ``t`` too;
+    ``stop_grad=True`` detaches the target so only the generator side learns from this loss.
+    """
+    target = text.detach() if stop_grad else text
+    with torch.autocast(device_type=pseudo_query.device.type, enabled=False):
+        return (2.0 - 2.0 * F.cosine_similarity(pseudo_query.float(), target.float(), dim=-1)).mean()
 
 
 def clamp_logit_scale_(logit_scale: torch.Tensor, max_value: float) -> None:

@@ -12,7 +12,8 @@ from .video_encoder import VideoProxyEncoder
 
 
 class MeanPooling(RetrievalModel):
-    """CLIP4Clip meanP: the mean of per-frame CLIP image features, L2-normalised."""
+    """CLIP4Clip meanP: each frame's CLIP image feature L2-normalised, averaged, normalised again
+    (CLIP4Clip normalises the frame outputs before its mean pooling)."""
 
     query_independent = True
 
@@ -21,7 +22,8 @@ class MeanPooling(RetrievalModel):
         self.video_encoder = FrameEncoder(clip.visual)
 
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.video_encoder(frames).mean(dim=1), dim=-1)
+        frames_n = F.normalize(self.video_encoder(frames), dim=-1)
+        return F.normalize(frames_n.mean(dim=1), dim=-1)
 
 
 class ClipVip(RetrievalModel):

@@ -42,11 +42,14 @@ class TrainConfig:
     stage1_steps: int = 0  # > 0: a step budget instead of epochs
     stage1_data: str = ""  # another FORMAT:ROOT for stage 1 (e.g. images:...); "" = the training data
     stage1_split: str = "train"
-    stage1_lr: float = 0.0  # 0 = lr
+    # generator-only training from CLIP text weights + a fresh mapper: an adapter-scale LR, not the
+    # 3e-6 end-to-end fine-tuning LR (docs/method-decisions.md); 0 = lr
+    stage1_lr: float = 1e-4
     # --- stage 2: everything, contrastive + lambda * reconstruction ---
     stage2_epochs: int = 5
     stage2_steps: int = 0  # > 0: a step budget instead of epochs
     lambda_recon: float = 1.0
+    recon_stop_grad: bool = False  # True: the reconstruction target t is detached (release: no stop-grad)
     # --- optimisation ---
     batch_size: int = 128  # GLOBAL batch (all processes, all accumulation micro-batches)
     grad_accum: int = 1
@@ -85,6 +88,8 @@ class TrainConfig:
             raise ConfigError("batch_size and grad_accum must be >= 1")
         if self.lr <= 0:
             raise ConfigError("lr must be > 0")
+        if self.stage1_lr < 0:
+            raise ConfigError("stage1_lr must be >= 0 (0 = lr)")
         if "/" not in self.select_metric:
             raise ConfigError(f"select_metric looks like t2v/R@1, got {self.select_metric!r}")
         return self

@@ -273,16 +273,17 @@ class Trainer:
         from ..encode import autocast_context
         from ..models.losses import reconstruction_loss, symmetric_infonce
 
+        stop = self.cfg.recon_stop_grad
         if stage_name == "stage1":
-            recon = reconstruction_loss(pq.float(), text.float())
+            recon = reconstruction_loss(pq, text, stop_grad=stop)
             return recon, {"recon": recon.detach()}
         with autocast_context(self.device, self.cfg.precision):
-            sim = model.score(text, video)
-        con = symmetric_infonce(sim.float(), model.logit_scale.float())
+            sim = model.score(text, video)  # fp32 whatever the autocast (RetrievalModel.score)
+        con = symmetric_infonce(sim, model.logit_scale)
         parts = {"contrastive": con.detach()}
         total = con
         if pq is not None and self.cfg.lambda_recon:
-            recon = reconstruction_loss(pq.float(), text.float())
+            recon = reconstruction_loss(pq, text, stop_grad=stop)
             total = total + self.cfg.lambda_recon * recon
             parts["recon"] = recon.detach()
         return total, parts
