@@ -7,8 +7,10 @@ files, and some writers (safetensors) replace the temporary file with their own 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +35,50 @@ def _umask() -> int:
 def file_mode() -> int:
     """The mode ``open(path, "w")`` gives a new file under the current umask (``0o666 & ~umask``)."""
     return 0o666 & ~_umask()
+
+
+class NotRegularFileError(OSError):
+    """The path is a FIFO, a device, a socket or a folder where a regular file was expected."""
+
+    def __init__(self, what: str):
+        super().__init__(errno.EINVAL, f"not a regular file: it is {what}")
+        self.kind = what
+
+    def __reduce__(self):
+        return (type(self), (self.kind,))
+
+
+def file_type_name(mode: int) -> str:
+    """A reader's name for the file type in ``st_mode``: "a FIFO (named pipe)", "a character device", ..."""
+    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def open_regular(path: str | os.PathLike) -> tuple[int, os.stat_result]:
+    """Open a regular file (symlinks followed) for reading; return ``(fd, fstat of fd)``. Never blocks.
+
+    ``path`` is stat'ed first, so a FIFO, a device, a socket or a folder is refused (``NotRegularFileError``,
+    an ``OSError``) without being opened at all; the open itself uses ``O_NONBLOCK`` and ``O_NOCTTY`` and the
+    opened descriptor is checked again, so a FIFO swapped in between can neither block nor be read. The
+    caller closes ``fd``. Error messages carry no path (``strerror`` is the reason).
+    """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFileError(file_type_name(st.st_mode))
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFileError(file_type_name(st.st_mode))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
 
 
 def fsync_dir(path: str | Path) -> None:

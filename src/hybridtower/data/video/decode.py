@@ -22,23 +22,38 @@ Rotation
 When the stream carries a display matrix (phone videos), frames are rotated to display orientation
 (``VideoFrame.rotation``, counter-clockwise degrees in PyAV) and :class:`VideoInfo` reports it.
 
+Hostile files
+-------------
+Only regular files are opened (a symlink to one is fine): a FIFO, a device, a socket or a folder is
+refused from its ``stat`` without being read, and the file is opened with ``O_NONBLOCK`` and checked again
+on the open descriptor, so nothing here can block on a pipe. Frame size is bounded: a stream whose coded
+frames exceed :data:`MAX_DECODE_PIXELS` is refused before any frame is decoded (and the decoder itself
+is opened with that ``max_pixels`` limit), and frames above :data:`MAX_FRAME_PIXELS` (1920x1080's area; ``max_pixels=``)
+are scaled down while they are converted to RGB (aspect ratio kept), so ``read_frames`` holds at most
+``T x MAX_FRAME_PIXELS x 3`` bytes of frames. :func:`read_all_frames` refuses a file whose frames exceed ``max_bytes``.
+
 Errors
 ------
-Every failure a user's file can cause (missing, empty, truncated, not a video, unsupported codec, zero
-frames, a decode error) raises :class:`VideoDecodeError`, which names the file and the reason.
+Every failure a user's file can cause (missing, empty, truncated, not a video, not a regular file,
+frames too large, unsupported codec, zero frames, a decode error) raises :class:`VideoDecodeError`. Its
+message names the file by its base name (never a full path) and gives the reason; ``.path`` keeps the
+path as given.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 
+from ...core.display import printable
 from ...core.errors import HybridTowerError
+from ...core.io import NotRegularFileError, open_regular
 from .sampling import SAMPLING_MODES, sample_indices
 
 __all__ = [
@@ -51,7 +66,19 @@ __all__ = [
     "read_all_frames",
     "SAMPLING_MODES",
     "VIDEO_EXTENSIONS",
+    "MAX_DECODE_PIXELS",
+    "MAX_FRAME_PIXELS",
+    "capped_size",
 ]
+
+#: Largest coded frame (width x height) decoded at all: 8192 x 4320 (8K). Larger streams are refused.
+MAX_DECODE_PIXELS = 8192 * 4320
+#: Default largest frame returned: the area of 1920 x 1080. Larger frames are scaled down to this area
+#: (4K UHD becomes exactly 1920x1080). The encoders take 224-336 px inputs, so nothing they use is lost,
+#: and a decoding worker holds at most T x 6.2 MB of frames whatever the file claims.
+MAX_FRAME_PIXELS = 1920 * 1080
+#: Default limit on the decoded bytes :func:`read_all_frames` may hold.
+MAX_ALL_FRAMES_BYTES = 1 << 30
 
 #: File extensions treated as video when scanning folders (lower case, with the dot).
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv", ".3gp", ".ts")
@@ -63,7 +90,7 @@ class VideoDecodeError(HybridTowerError):
     def __init__(self, path, reason: str):
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"cannot read video {self.path}: {reason}")
+        super().__init__(f"cannot read video {printable(os.path.basename(self.path) or self.path)}: {reason}")
 
     def __reduce__(self):  # picklable across DataLoader worker processes
         return (type(self), (self.path, self.reason))
@@ -101,31 +128,61 @@ def _av():
     return av
 
 
-def _open(path) -> tuple:
-    """Open ``path`` and return (container, video_stream) or raise VideoDecodeError."""
-    path = Path(path)
-    if not path.exists():
-        raise VideoDecodeError(path, "file does not exist")
-    if path.is_dir():
-        raise VideoDecodeError(path, "is a directory, not a video file")
-    if path.stat().st_size == 0:
-        raise VideoDecodeError(path, "file is empty (0 bytes)")
-    av = _av()
+def capped_size(width: int, height: int, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) scaled down, aspect ratio kept, to at most ``max_pixels`` (default MAX_FRAME_PIXELS)."""
+    limit = MAX_FRAME_PIXELS if max_pixels is None else max_pixels
+    if width * height <= limit:
+        return width, height
+    scale = math.sqrt(limit / (width * height))
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def _open_file(path):
+    """A binary file object for the regular file ``path``, opened without blocking; else VideoDecodeError."""
     try:
-        container = av.open(str(path), mode="r")
-    except av.error.FFmpegError as exc:  # InvalidDataError, EOFError, ...
-        raise VideoDecodeError(path, f"not a readable video container (truncated or not a video): {_msg(exc)}") from None
+        fd, st = open_regular(path)
+    except FileNotFoundError:
+        raise VideoDecodeError(path, "file does not exist") from None
+    except NotRegularFileError as exc:
+        if exc.kind == "a folder":
+            raise VideoDecodeError(path, "is a directory, not a video file") from None
+        raise VideoDecodeError(path, f"{exc.strerror}; refused without reading it") from None
     except OSError as exc:
-        raise VideoDecodeError(path, f"cannot open: {exc}") from None
-    if not container.streams.video:
-        container.close()
-        raise VideoDecodeError(path, "contains no video stream")
-    stream = container.streams.video[0]
-    ctx = stream.codec_context
-    if ctx is None or not getattr(ctx, "name", None) or ctx.name == "none":
-        container.close()
-        raise VideoDecodeError(path, "unsupported or unknown video codec (no decoder available)")
-    return container, stream
+        raise VideoDecodeError(path, f"cannot open: {exc.strerror or type(exc).__name__}") from None
+    fh = os.fdopen(fd, "rb")
+    if st.st_size == 0:
+        fh.close()
+        raise VideoDecodeError(path, "file is empty (0 bytes)")
+    return fh
+
+
+@contextmanager
+def _opened(path):
+    """``with _opened(path) as (container, video_stream)``; every problem raises VideoDecodeError."""
+    av = _av()
+    with _open_file(path) as fh:  # PyAV reads the checked descriptor, never the path again
+        try:
+            container = av.open(fh, mode="r")
+        except av.error.FFmpegError as exc:  # InvalidDataError, EOFError, ...
+            raise VideoDecodeError(path, f"not a readable video container (truncated or not a video): {_msg(exc)}") from None
+        except OSError as exc:
+            raise VideoDecodeError(path, f"cannot open: {exc.strerror or type(exc).__name__}") from None
+        try:
+            if not container.streams.video:
+                raise VideoDecodeError(path, "contains no video stream")
+            stream = container.streams.video[0]
+            ctx = stream.codec_context
+            if ctx is None or not getattr(ctx, "name", None) or ctx.name == "none":
+                raise VideoDecodeError(path, "unsupported or unknown video codec (no decoder available)")
+            width, height = int(ctx.width or 0), int(ctx.height or 0)
+            if width * height > MAX_DECODE_PIXELS:
+                raise VideoDecodeError(path, f"frames of {width}x{height} exceed the decoding limit of "
+                                             f"{MAX_DECODE_PIXELS:,} pixels (8192x4320)")
+            # the decoder refuses larger frames too (a header that understates them, a size change mid-stream)
+            ctx.options = {**dict(ctx.options or {}), "max_pixels": str(MAX_DECODE_PIXELS)}
+            yield container, stream
+        finally:
+            container.close()
 
 
 def _msg(exc: Exception) -> str:
@@ -212,8 +269,7 @@ def _count_packets(container, stream, path) -> tuple[int, float | None]:
 
 def probe_video(path) -> VideoInfo:
     """Frame count, fps, duration, size, codec and rotation of ``path`` (header only, no pixel decode)."""
-    container, stream = _open(path)
-    try:
+    with _opened(path) as (container, stream):
         info = _probe_open(container, stream, path)
         if info.rotation == 0:
             # PyAV exposes the display matrix on decoded frames; peek at the first one cheaply
@@ -223,8 +279,6 @@ def probe_video(path) -> VideoInfo:
                 frame = None
             info.rotation = _rotation_of(stream, frame)
         return info
-    finally:
-        container.close()
 
 
 def read_frames(
@@ -235,46 +289,49 @@ def read_frames(
     *,
     seek: bool = True,
     seek_min_gap: float = 0.5,
+    max_pixels: int = MAX_FRAME_PIXELS,
 ) -> np.ndarray:
     """Sample ``num_frames`` frames of ``path`` with ``mode`` and return uint8 ``[T, H, W, 3]`` RGB.
 
     Rotation metadata is applied. Videos with fewer than ``num_frames`` frames repeat frames (see
-    :mod:`hybridtower.data.video.sampling`). Raises :class:`VideoDecodeError` on any unreadable input.
+    :mod:`hybridtower.data.video.sampling`). Frames larger than ``max_pixels`` are scaled down to that
+    area (aspect ratio kept). Raises :class:`VideoDecodeError` on any unreadable input.
     """
-    container, stream = _open(path)
-    try:
+    with _opened(path) as (container, stream):
         info = _probe_open(container, stream, path)
         indices = sample_indices(info.num_frames, num_frames, mode, rng)
-        return _decode_at(container, stream, info, indices, path, seek=seek, seek_min_gap=seek_min_gap)
-    finally:
-        container.close()
+        return _decode_at(container, stream, info, indices, path, seek=seek, seek_min_gap=seek_min_gap,
+                          max_pixels=max_pixels)
 
 
-def decode_frames(path, indices: list[int], *, seek: bool = True, seek_min_gap: float = 0.5) -> np.ndarray:
+def decode_frames(path, indices: list[int], *, seek: bool = True, seek_min_gap: float = 0.5,
+                  max_pixels: int = MAX_FRAME_PIXELS) -> np.ndarray:
     """Frames at explicit ``indices`` (any order, repeats allowed) as uint8 ``[len(indices), H, W, 3]``."""
-    container, stream = _open(path)
-    try:
+    with _opened(path) as (container, stream):
         info = _probe_open(container, stream, path)
-        return _decode_at(container, stream, info, list(indices), path, seek=seek, seek_min_gap=seek_min_gap)
-    finally:
-        container.close()
+        return _decode_at(container, stream, info, list(indices), path, seek=seek, seek_min_gap=seek_min_gap,
+                          max_pixels=max_pixels)
 
 
-def read_all_frames(path) -> np.ndarray:
-    """Decode every frame of ``path`` (uint8 ``[N, H, W, 3]``, rotation applied). For tests and benchmarks."""
+def read_all_frames(path, max_bytes: int = MAX_ALL_FRAMES_BYTES, max_pixels: int = MAX_FRAME_PIXELS) -> np.ndarray:
+    """Decode every frame of ``path`` (uint8 ``[N, H, W, 3]``, rotation applied). For tests, benchmarks and
+    the training frame cache; a file whose frames need more than ``max_bytes`` raises VideoDecodeError."""
     av = _av()
-    container, stream = _open(path)
-    out, rotation = [], None
-    try:
-        for frame in container.decode(stream):
-            if rotation is None:
-                rotation = _rotation_of(stream, frame)
-            out.append(_to_rgb(frame))
-    except av.error.FFmpegError as exc:
-        if not out:
-            raise VideoDecodeError(path, f"decoding failed: {_msg(exc)}") from None
-    finally:
-        container.close()
+    out, rotation, held = [], None, 0
+    with _opened(path) as (container, stream):
+        to_rgb = _ToRGB(max_pixels)
+        try:
+            for frame in container.decode(stream):
+                if rotation is None:
+                    rotation = _rotation_of(stream, frame)
+                out.append(to_rgb(frame))
+                held += out[-1].nbytes
+                if held > max_bytes:
+                    raise VideoDecodeError(path, f"too long to decode whole: its frames exceed {max_bytes / 2**20:.0f} MiB "
+                                                 f"(read_all_frames max_bytes) after {len(out)} frames")
+        except av.error.FFmpegError as exc:
+            if not out:
+                raise VideoDecodeError(path, f"decoding failed: {_msg(exc)}") from None
     if not out:
         raise VideoDecodeError(path, "video stream has zero decodable frames")
     return _rotate(np.stack(out), rotation or 0)
@@ -291,7 +348,8 @@ class _SeekFailed(Exception):
     pass
 
 
-def _decode_at(container, stream, info: VideoInfo, indices, path, *, seek: bool, seek_min_gap: float) -> np.ndarray:
+def _decode_at(container, stream, info: VideoInfo, indices, path, *, seek: bool, seek_min_gap: float,
+               max_pixels: int) -> np.ndarray:
     av = _av()
     if not indices:
         raise ValueError("no frame indices requested")
@@ -302,16 +360,29 @@ def _decode_at(container, stream, info: VideoInfo, indices, path, *, seek: bool,
     try:
         if seek:
             try:
-                picked, rotation = _scan(container, stream, times, frame_dur, path, seek_min_gap, info)
+                picked, rotation = _scan(container, stream, times, frame_dur, path, seek_min_gap, info, max_pixels)
             except _SeekFailed:
                 container.seek(0, stream=stream, backward=True)
-                picked, rotation = _scan(container, stream, times, frame_dur, path, None, info)
+                picked, rotation = _scan(container, stream, times, frame_dur, path, None, info, max_pixels)
         else:
-            picked, rotation = _scan(container, stream, times, frame_dur, path, None, info)
+            picked, rotation = _scan(container, stream, times, frame_dur, path, None, info, max_pixels)
     except av.error.FFmpegError as exc:
         raise VideoDecodeError(path, f"decoding failed: {_msg(exc)}") from None
-    frames = np.stack([picked[info.start_time + i * frame_dur] for i in indices])
-    return _rotate(frames, rotation)
+    return _assemble(picked, [info.start_time + i * frame_dur for i in indices], rotation)
+
+
+def _assemble(picked: dict, keys: list, rotation: int) -> np.ndarray:
+    """Stack ``picked[key]`` for ``keys`` (repeats allowed) rotated, into one array, without a second copy
+    of every frame: each decoded frame is dropped once it has been placed for the last time."""
+    k = (rotation // 90) % 4
+    first = np.rot90(picked[keys[0]], k=k)
+    out = np.empty((len(keys),) + first.shape, dtype=first.dtype)
+    last_use = {key: j for j, key in enumerate(keys)}
+    for j, key in enumerate(keys):
+        out[j] = np.rot90(picked[key], k=k) if k else picked[key]
+        if last_use[key] == j:
+            del picked[key]
+    return out
 
 
 def _frame_time(frame, prev_time: float | None, frame_dur: float) -> float:
@@ -321,13 +392,14 @@ def _frame_time(frame, prev_time: float | None, frame_dur: float) -> float:
     return float(t)
 
 
-def _scan(container, stream, times, frame_dur, path, seek_min_gap, info) -> tuple[dict, int]:
+def _scan(container, stream, times, frame_dur, path, seek_min_gap, info, max_pixels) -> tuple[dict, int]:
     """Visit target ``times`` in order; return {time: rgb array} and the rotation seen.
 
     ``seek_min_gap=None`` means one sequential pass without seeking.
     """
     tol = 0.5 * frame_dur
     tb = stream.time_base
+    to_rgb = _ToRGB(max_pixels)
     out: dict[float, np.ndarray] = {}
     rotation = None
     decoder = None
@@ -395,11 +467,11 @@ def _scan(container, stream, times, frame_dur, path, seek_min_gap, info) -> tupl
                         f"truncated: decoding stopped at {prev[0]:.2f}s but the header promises "
                         f"{info.duration:.2f}s ({info.num_frames} frames)",
                     )
-                out[target] = _rgb(prev)
+                out[target] = to_rgb(prev[1])
                 break
             if item[0] > target + tol:
                 chosen = prev if prev is not None else item  # before the first frame: take the first
-                out[target] = _rgb(chosen)
+                out[target] = to_rgb(chosen[1])
                 pending = item
                 if prev is None:
                     prev = item
@@ -408,14 +480,22 @@ def _scan(container, stream, times, frame_dur, path, seek_min_gap, info) -> tupl
     return out, rotation or 0
 
 
-def _rgb(item) -> np.ndarray:
-    t, frame = item
-    if isinstance(frame, np.ndarray):
-        return frame
-    return _to_rgb(frame)
+class _ToRGB:
+    """Decoded frames -> uint8 RGB arrays, all at one size: the first frame's, scaled down to at most
+    ``max_pixels`` (aspect kept). A stream that changes size mid-way is scaled to the first size."""
 
+    def __init__(self, max_pixels: int = MAX_FRAME_PIXELS):
+        self.size = None
+        self.max_pixels = max_pixels
 
-def _to_rgb(frame) -> np.ndarray:
-    # frame.reformat(...).to_ndarray() is ~30x faster than frame.to_ndarray(format=...) in PyAV 18
-    # (the latter builds a new scaler context per call)
-    return frame.reformat(format="rgb24").to_ndarray()
+    def __call__(self, frame) -> np.ndarray:
+        if isinstance(frame, np.ndarray):
+            return frame
+        if self.size is None:
+            self.size = capped_size(int(frame.width), int(frame.height), self.max_pixels)
+        width, height = self.size
+        # frame.reformat(...).to_ndarray() is ~30x faster than frame.to_ndarray(format=...) in PyAV 18
+        # (the latter builds a new scaler context per call)
+        if (frame.width, frame.height) == (width, height):
+            return frame.reformat(format="rgb24").to_ndarray()
+        return frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
