@@ -3,7 +3,8 @@
 :class:`LiveSearcher` holds the searcher requests use. At most every ``interval_s`` seconds (checked when a
 request asks for the searcher, so an idle server does nothing) it stats ``INDEX_DIR/manifest.json``
 (inode, size, modification time: a commit replaces the file atomically, so a new commit changes them).
-When they changed and the manifest's ``generation`` differs from the served one, a background thread
+When they changed and the manifest differs from the served one (its generation, or anything else: an
+``--overwrite`` starts counting generations again), a background thread
 opens the new generation completely (``reopen()``: index files and, if the manifest names another model,
 that model) and then swaps one reference. Requests in flight keep the searcher they started with; new
 requests get the new one. When the new generation cannot be opened the old one keeps serving and
@@ -86,9 +87,11 @@ class LiveSearcher:
                 if fp is None or fp == self._seen:
                     return False
                 self._seen = fp
-                gen = self._read_generation()
-                if gen is not None and gen == _generation(self._searcher):
-                    return False
+                manifest = self._read_manifest()
+                if manifest is not None and manifest == getattr(self._searcher, "manifest", None):
+                    self.error = self.failed_generation = None  # e.g. a broken commit was rolled back
+                    return False  # the same commit (an --overwrite restarts the generation count: compare all)
+                gen = manifest.get("generation") if manifest is not None else None
                 if wait:
                     self._load(gen)
                     return True
@@ -100,14 +103,13 @@ class LiveSearcher:
             return True
         return False
 
-    def _read_generation(self) -> int | None:
+    def _read_manifest(self) -> dict | None:
         from ..index.store import read_manifest
 
         try:
-            gen = read_manifest(self.index_dir).get("generation")
+            return read_manifest(self.index_dir)
         except Exception:  # noqa: BLE001 - reported by the load attempt
             return None
-        return gen if isinstance(gen, int) else None
 
     def _load(self, gen: int | None) -> None:
         t0 = time.perf_counter()
