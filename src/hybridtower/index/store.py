@@ -6,8 +6,8 @@ Layout of ``INDEX_DIR`` (see ``docs/index.md``)::
     entries-GGGGGG.jsonl          one JSON line per indexed video: id, path, video_id, size, mtime_ns,
                                   sha256, segment, row (immutable once written)
     segments/seg-GGGGGG.safetensors   ids [n] int64, vectors [n, D] float32 (L2-normalised for
-                                  PIG / Two-Tower; mean-pooled frame features for X-Pool) and, for
-                                  X-Pool, frames [n, T, D] float32 (immutable once written)
+                                  PIG / Two-Tower; normalised mean of the frame features for X-Pool) and,
+                                  for X-Pool, frames [n, T, D] float32 (immutable once written)
     faiss-GGGGGG-KIND.index       the FAISS index over the vectors, rows in id order (optional)
     errors.jsonl                  the files skipped by the latest run (path, reason)
     shards/rank-R-of-W/           per-rank sub-indexes of a torchrun run (same layout), merged later
@@ -19,21 +19,41 @@ atomically. A process killed at any point leaves either the old manifest (whose 
 there: nothing a manifest names is ever overwritten or deleted before a newer manifest is committed) or
 the new one. Files no committed manifest names (left by a killed run) are deleted when the next writer
 opens the index.
+
+Integrity: the manifest records the size and SHA-256 of every file it names (``checksums``) and a digest
+of itself (``digest``); ``validate_manifest`` checks its schema in one place. Every read of a named file
+(``read_entries``, ``read_segment``, ``load_index``) checks its size and SHA-256 against the manifest and
+the rows it holds (shape, finite values, unit norm of the vectors), so a damaged index is an
+``IndexFormatError`` naming the index-relative file (never an absolute path), not wrong scores.
+Manifests written before checksums existed have none: their files are checked by shape and values only.
+
+Paths that are not valid UTF-8 (a file name with arbitrary bytes, kept by Python as lone surrogates)
+are stored losslessly: the entry's ``path`` / ``video_id`` hold a display-safe form
+(``core.display.printable``) and ``path_b64`` / ``video_id_b64`` the exact bytes (base64 of
+``os.fsencode``); reading restores the exact str. Entries of valid UTF-8 paths have no ``*_b64`` keys
+(the format of older entries files, which are still read).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import fcntl
+import hashlib
 import json
+import os
+import re
+import stat
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
+from ..core.display import printable, printable_path
 from ..core.errors import HybridTowerError
-from ..core.io import atomic_path, atomic_write_json, atomic_write_text
+from ..core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 FORMAT = "hybridtower-index"
 FORMAT_VERSION = 1
@@ -43,13 +63,31 @@ LOCK = ".lock"
 SEGMENTS = "segments"
 SHARDS = "shards"
 
+#: |norm - 1| above this makes a stored vector "not unit-norm" (the models L2-normalise; fp16 stays well inside)
+NORM_TOLERANCE = 1e-2
+
+_ENTRIES_RE = re.compile(r"entries-\d{6}\.jsonl")
+_SEGMENT_RE = re.compile(r"segments/seg-\d{6}[a-z]?\.safetensors")
+_ANN_RE = re.compile(r"faiss-\d{6}-[a-z0-9_]{1,32}\.index")
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+DAMAGE_HINT = ("run `hybridtower index --verify INDEX_DIR` for a full report; an index run over the same videos "
+         "repairs damaged vectors and FAISS files, `--overwrite` rebuilds the index")
+
 
 class IndexError_(HybridTowerError):
     """Base of index errors (named with a trailing underscore so it does not shadow the builtin)."""
 
 
 class IndexFormatError(IndexError_):
-    """The folder is not a (readable) index, or a file it names is missing or corrupt."""
+    """The folder is not a (readable) index, or a file it names is missing or corrupt.
+
+    ``file`` is the index-relative name of the damaged file (None when the folder itself is the problem),
+    ``ids`` the entry ids of damaged rows when they are known."""
+
+    def __init__(self, message: str, file: str | None = None, ids: list[int] | None = None):
+        super().__init__(message)
+        self.file = file
+        self.ids = list(ids or [])
 
 
 class IndexMismatchError(IndexError_):
@@ -60,12 +98,38 @@ class IndexLockedError(IndexError_):
     """Another process is writing this index."""
 
 
+def damaged(file: str, problem: str, ids: list[int] | None = None, hint: bool = True) -> IndexFormatError:
+    """The one form of every damage message: ``index file FILE: PROBLEM; HINT`` (FILE index-relative)."""
+    text = f"index file {printable(file)}: {problem}"
+    return IndexFormatError(f"{text}; {DAMAGE_HINT}" if hint else text, file=file, ids=ids)
+
+
+def _utf8_text(file: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise damaged(file, f"is not valid UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+_ENTRY_TYPES = {"id": int, "path": str, "video_id": str, "size": int, "mtime_ns": int, "sha256": str,
+                "segment": str, "row": int}
+
+
 @dataclass
 class Entry:
     """One indexed video (a row of the entries table)."""
 
     id: int
-    path: str  # absolute path of the file
+    path: str  # absolute path of the file (exact: may hold surrogate-escaped bytes that are not UTF-8)
     video_id: str  # path relative to the PATH argument it was found under (posix separators)
     size: int
     mtime_ns: int
@@ -73,69 +137,317 @@ class Entry:
     segment: str  # segment file (relative to INDEX_DIR) holding its vector
     row: int  # row inside that segment
 
+    def to_record(self) -> dict:
+        """The JSON object of this entry: always encodable as UTF-8 (see the module doc)."""
+        rec = asdict(self)
+        for key in ("path", "video_id"):
+            if not _is_utf8(rec[key]):
+                rec[f"{key}_b64"] = base64.b64encode(os.fsencode(rec[key])).decode("ascii")
+                rec[key] = printable(rec[key])
+        return rec
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        return json.dumps(self.to_record(), ensure_ascii=False)
+
+    @classmethod
+    def from_record(cls, rec) -> "Entry":
+        """Inverse of ``to_record``; ValueError naming the problem when ``rec`` is not an entry."""
+        if not isinstance(rec, dict):
+            raise ValueError(f"a line is {type(rec).__name__}, not an object")
+        rec = dict(rec)
+        for key in ("path", "video_id"):
+            raw = rec.pop(f"{key}_b64", None)
+            if raw is not None:
+                try:
+                    rec[key] = os.fsdecode(base64.b64decode(str(raw), validate=True))
+                except (binascii.Error, ValueError):
+                    raise ValueError(f"`{key}_b64` is not base64") from None
+        values = {}
+        for f in fields(cls):
+            if f.name not in rec:
+                raise ValueError(f"an entry has no `{f.name}`")
+            v, want = rec[f.name], _ENTRY_TYPES[f.name]
+            if isinstance(v, bool) or not isinstance(v, want):
+                raise ValueError(f"`{f.name}` of an entry is {type(v).__name__}, not {want.__name__}")
+            values[f.name] = v
+        return cls(**values)
 
 
 def _gen_name(prefix: str, gen: int, suffix: str) -> str:
     return f"{prefix}-{gen:06d}{suffix}"
 
 
-def read_manifest(index_dir: str | Path) -> dict:
-    """The committed manifest of ``index_dir`` (IndexFormatError when there is none or it is unreadable)."""
-    index_dir = Path(index_dir)
-    path = index_dir / MANIFEST
-    if not index_dir.exists():
-        raise IndexFormatError(f"index folder {index_dir} does not exist")
-    if not path.is_file():
-        raise IndexFormatError(f"{index_dir} is not an index: it has no {MANIFEST} (build one with `hybridtower index`)")
+def digest_bytes(data: bytes) -> dict:
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def digest_file(path: str | Path, chunk: int = 1 << 22) -> dict:
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            size += len(block)
+            h.update(block)
+    return {"size": size, "sha256": h.hexdigest()}
+
+
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the manifest's canonical JSON without its own ``digest`` key."""
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=True).encode("ascii")).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------
+def _check_layout(index_dir: Path) -> None:
+    lock = index_dir / LOCK
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise IndexFormatError(f"{path} is unreadable: {exc}") from exc
+        st = os.lstat(lock)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise damaged(LOCK, f"cannot be inspected ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise damaged(LOCK, "is not a regular file (the writer lock must be a plain file): remove it", hint=False)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def validate_manifest(manifest, file: str = MANIFEST) -> dict:
+    """Check the manifest's schema (the one place that does); IndexFormatError naming the first bad key."""
+
+    def bad(problem: str) -> IndexFormatError:
+        return damaged(file, problem)
+
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IndexFormatError(f"{path} is not a hybridtower index manifest")
-    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+        raise damaged(file, "is not a hybridtower index manifest", hint=False)
+    version = manifest.get("format_version")
+    if not _is_int(version) or version < 1:
+        raise bad(f"`format_version` must be a positive integer, got {printable(repr(version))}")
+    if version > FORMAT_VERSION:
         raise IndexFormatError(
-            f"{path} has index format version {manifest['format_version']}; this hybridtower "
-            f"({__version__}) reads up to {FORMAT_VERSION}: upgrade the package"
-        )
+            f"index file {file}: index format version {version}; this hybridtower ({__version__}) reads up to "
+            f"{FORMAT_VERSION}: upgrade the package", file=file)
+
+    def need_int(key: str, low: int = 0) -> int:
+        v = manifest.get(key)
+        if not _is_int(v) or v < low:
+            raise bad(f"`{key}` must be an integer >= {low}, got {printable(repr(v))[:60]}")
+        return v
+
+    need_int("generation")
+    model = manifest.get("model")
+    if not isinstance(model, dict):
+        raise bad("`model` (the identity of the model that built the index) is missing or not an object")
+    for key in ("framework", "config_hash", "weights_sha256"):
+        if not isinstance(model.get(key), str):
+            raise bad(f"`model.{key}` is missing or not a string")
+    if manifest.get("index_kind") not in ("vectors", "frames+rerank"):
+        raise bad(f"`index_kind` must be \"vectors\" or \"frames+rerank\", got {printable(repr(manifest.get('index_kind')))[:60]}")
+    dim = need_int("dim", 1)
+    if "embed_dim" in model and model["embed_dim"] != dim:
+        raise bad(f"`dim` is {dim} but the model's embed_dim is {printable(repr(model['embed_dim']))[:20]}")
+    if manifest["index_kind"] == "frames+rerank":
+        need_int("frame_count", 1)
+    need_int("count")
+    need_int("next_id")
+    entries_file = manifest.get("entries_file")
+    if entries_file is not None and not (isinstance(entries_file, str) and _ENTRIES_RE.fullmatch(entries_file)):
+        raise bad(f"`entries_file` must be null or entries-GGGGGG.jsonl, got {printable(repr(entries_file))[:80]}")
+    segments = manifest.get("segments")
+    if not isinstance(segments, list) or not all(isinstance(s, str) and _SEGMENT_RE.fullmatch(s) for s in segments):
+        raise bad("`segments` must be a list of segments/seg-GGGGGG.safetensors names")
+    rows = manifest.get("segment_rows", {})
+    if not isinstance(rows, dict) or not all(isinstance(k, str) and _is_int(v) and v >= 0 for k, v in rows.items()):
+        raise bad("`segment_rows` must map segment names to row counts")
+    ann = manifest.get("ann")
+    if ann is not None:
+        if not isinstance(ann, dict) or not isinstance(ann.get("kind", "flat"), str):
+            raise bad("`ann` must be an object with a string `kind`")
+        f = ann.get("file")
+        if f is not None and not (isinstance(f, str) and _ANN_RE.fullmatch(f)):
+            raise bad(f"`ann.file` must be null or faiss-GGGGGG-KIND.index, got {printable(repr(f))[:80]}")
+        for key in ("params", "requested"):
+            if ann.get(key) is not None and not isinstance(ann[key], dict):
+                raise bad(f"`ann.{key}` must be an object")
+    sums = manifest.get("checksums")
+    if sums is not None:
+        if not isinstance(sums, dict):
+            raise bad("`checksums` must be an object")
+        for name, s in sums.items():
+            if not (isinstance(s, dict) and _is_int(s.get("size")) and isinstance(s.get("sha256"), str)
+                    and _SHA_RE.fullmatch(s["sha256"])):
+                raise bad(f"`checksums` entry of {printable(name)[:80]} must be {{size, sha256}}")
+    if "digest" in manifest:
+        if manifest["digest"] != manifest_digest(manifest):
+            raise bad("its content does not match its recorded digest (edited by hand or corrupted)")
     return manifest
 
 
+def read_manifest(index_dir: str | Path) -> dict:
+    """The committed, schema-checked manifest of ``index_dir`` (IndexFormatError when there is none or it
+    is unreadable or invalid)."""
+    index_dir = Path(index_dir)
+    if not index_dir.is_dir():
+        raise IndexFormatError(f"index folder {printable_path(index_dir.name)} does not exist")
+    _check_layout(index_dir)
+    path = index_dir / MANIFEST
+    if not path.is_file():
+        raise IndexFormatError(f"{printable_path(index_dir.name)} is not an index: it has no {MANIFEST} "
+                               f"(build one with `hybridtower index`)", file=MANIFEST)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise damaged(MANIFEST, f"cannot be read ({exc.strerror})") from None
+    text = _utf8_text(MANIFEST, data)
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise damaged(MANIFEST, f"is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    return validate_manifest(manifest)
+
+
+def _checked_bytes(index_dir: Path, name: str, checksums: dict | None, what: str) -> bytes:
+    """The bytes of the named file, its size and SHA-256 checked against ``checksums`` (when recorded)."""
+    try:
+        data = (index_dir / name).read_bytes()
+    except FileNotFoundError:
+        raise damaged(name, f"{what} named by the manifest is missing") from None
+    except OSError as exc:
+        raise damaged(name, f"{what} named by the manifest cannot be read ({exc.strerror})") from None
+    want = (checksums or {}).get(name)
+    if want:
+        if len(data) != want["size"]:
+            raise damaged(name, f"{what} has {len(data)} bytes, the manifest recorded {want['size']} (truncated or altered)")
+        if hashlib.sha256(data).hexdigest() != want["sha256"]:
+            raise damaged(name, f"{what} does not match the SHA-256 the manifest recorded (corrupted or altered)")
+    return data
+
+
 def read_entries(index_dir: str | Path, manifest: dict) -> list[Entry]:
+    """The entries table the manifest names (checksum-checked, every line validated)."""
     name = manifest.get("entries_file")
     if not name:
         return []
-    path = Path(index_dir) / name
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return [Entry(**json.loads(line)) for line in lines if line.strip()]
-    except (OSError, json.JSONDecodeError, TypeError) as exc:
-        raise IndexFormatError(f"entries table {path} named by the manifest is missing or corrupt: {exc}") from exc
+    data = _checked_bytes(Path(index_dir), name, manifest.get("checksums"), "the entries table")
+    text = _utf8_text(name, data)
+    segments = set(manifest.get("segments") or [])
+    out, seen = [], set()
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            e = Entry.from_record(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise damaged(name, f"line {lineno} is not valid JSON (column {exc.colno})") from None
+        except ValueError as exc:
+            raise damaged(name, f"line {lineno}: {exc}") from None
+        if e.id in seen:
+            raise damaged(name, f"line {lineno}: id {e.id} appears twice")
+        if e.segment not in segments or e.row < 0:
+            raise damaged(name, f"line {lineno}: entry {e.id} points at a segment the manifest does not name")
+        seen.add(e.id)
+        out.append(e)
+    return out
+
+
+def error_record(e: dict) -> dict:
+    """An errors.jsonl line: display-safe path and reason, plus ``path_b64`` when the path is not UTF-8."""
+    rec = {"path": printable(e.get("path", "")), "error": printable(e.get("error", ""))}
+    if not _is_utf8(str(e.get("path", ""))):
+        rec["path_b64"] = base64.b64encode(os.fsencode(e["path"])).decode("ascii")
+    return rec
+
+
+def errors_text(errors: list[dict]) -> str:
+    return "".join(json.dumps(error_record(e), ensure_ascii=False) + "\n" for e in errors)
 
 
 def read_errors(index_dir: str | Path) -> list[dict]:
+    """The latest run's skipped files (a log: unreadable lines are ignored; paths restored exactly)."""
     path = Path(index_dir) / ERRORS
-    if not path.is_file():
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError:
         return []
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                continue
+            raw = rec.pop("path_b64", None)
+            if raw is not None:
+                rec["path"] = os.fsdecode(base64.b64decode(str(raw), validate=True))
+            out.append(rec)
+        except (json.JSONDecodeError, binascii.Error, ValueError):
             continue
     return out
 
 
-def load_segment(index_dir: str | Path, name: str) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
+# ----------------------------------------------------------------------------------------------------
+def read_segment(index_dir: str | Path, name: str, manifest: dict | None = None, *,
+                 checksums: dict | None = None) -> dict[str, np.ndarray]:
+    """The arrays of one segment, its bytes checked against the recorded checksum and its arrays against
+    the manifest's shapes (``ids`` [n] int64, ``vectors`` [n, dim] float32, X-Pool ``frames`` [n, T, dim])."""
+    from safetensors.numpy import load as st_load
 
-    path = Path(index_dir) / name
+    manifest = manifest or {}
+    if checksums is None:
+        checksums = manifest.get("checksums")
+    data = _checked_bytes(Path(index_dir), name, checksums, "the segment")
     try:
-        return load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types
-        raise IndexFormatError(f"segment {path} named by the manifest is missing or corrupt: {exc}") from exc
+        arrays = st_load(data)
+    except Exception:  # safetensors raises its own error types
+        raise damaged(name, "the segment is not a readable safetensors file") from None
+    ids, vecs = arrays.get("ids"), arrays.get("vectors")
+    dim = manifest.get("dim")
+    if ids is None or vecs is None or ids.ndim != 1 or vecs.ndim != 2 or len(ids) != len(vecs):
+        raise damaged(name, "the segment does not hold `ids` [n] and `vectors` [n, D]")
+    if ids.dtype != np.int64 or vecs.dtype != np.float32:
+        raise damaged(name, f"the segment holds {ids.dtype} ids / {vecs.dtype} vectors, not int64 / float32")
+    if dim and vecs.shape[1] != dim:
+        raise damaged(name, f"the segment's vectors have dimension {vecs.shape[1]}, the manifest says {dim}")
+    expected_rows = (manifest.get("segment_rows") or {}).get(name)
+    if expected_rows is not None and expected_rows != len(ids):
+        raise damaged(name, f"the segment holds {len(ids)} rows, the manifest recorded {expected_rows}")
+    frames = arrays.get("frames")
+    if manifest.get("index_kind") == "frames+rerank":
+        t = manifest.get("frame_count")
+        if frames is None or frames.dtype != np.float32 or frames.shape != (len(ids), t, vecs.shape[1]):
+            raise damaged(name, f"the segment does not hold the X-Pool frame features [n, {t}, {vecs.shape[1]}]")
+    return arrays
+
+
+def load_segment(index_dir: str | Path, name: str, manifest: dict | None = None) -> dict[str, np.ndarray]:
+    return read_segment(index_dir, name, manifest)
+
+
+def bad_rows(vectors: np.ndarray, frames: np.ndarray | None = None, unit: bool = True) -> dict[str, np.ndarray]:
+    """Row positions whose values cannot be right: ``{"non-finite": rows, "not unit-norm": rows}``."""
+    finite = np.isfinite(vectors).all(axis=1)
+    if frames is not None and len(frames):
+        finite &= np.isfinite(frames.reshape(len(frames), -1)).all(axis=1)
+    out = {"non-finite": np.flatnonzero(~finite)}
+    if unit:
+        with np.errstate(invalid="ignore", over="ignore"):
+            norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+        out["not unit-norm"] = np.flatnonzero(finite & (np.abs(norms - 1.0) > NORM_TOLERANCE))
+    return out
+
+
+def describe_bad_rows(bad: dict[str, np.ndarray], ids: np.ndarray) -> tuple[str, list[int]]:
+    parts, all_ids = [], []
+    for what, rows in bad.items():
+        if len(rows):
+            shown = [int(i) for i in ids[rows]]
+            all_ids.extend(shown)
+            more = f", ... ({len(rows)} in all)" if len(rows) > 8 else ""
+            parts.append(f"{len(rows)} row(s) {what} (video ids {', '.join(map(str, shown[:8]))}{more})")
+    return "; ".join(parts), sorted(set(all_ids))
 
 
 @dataclass
@@ -148,37 +460,66 @@ class IndexData:
     frames: np.ndarray | None  # [N, T, D] float32 (X-Pool) or None
 
 
-def gather_rows(index_dir: str | Path, entries: list[Entry], dim: int,
-                with_frames: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def gather_rows(index_dir: str | Path, entries: list[Entry], dim: int, with_frames: bool = True,
+                manifest: dict | None = None, checksums: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """The vectors [N, D] (and X-Pool frame features [N, T, D], if stored and wanted) of ``entries``, in their
-    order, read from their segments; a segment that does not hold the expected ids is an IndexFormatError."""
+    order, read from their segments. Each segment is checked (``read_segment``: checksum, shapes) and so
+    are the rows taken from it (the ids the entries expect, finite values, unit-norm vectors); any
+    problem is an IndexFormatError naming the segment and the ids of bad rows."""
     index_dir = Path(index_dir)
+    manifest = dict(manifest or {}, dim=dim)
     by_segment: dict[str, list[int]] = {}
     for i, e in enumerate(entries):
         by_segment.setdefault(e.segment, []).append(i)
     vectors = np.zeros((len(entries), dim), dtype=np.float32)
     frames = None
     for seg, positions in by_segment.items():
-        data = load_segment(index_dir, seg)
+        data = read_segment(index_dir, seg, manifest, checksums=checksums)
         rows = np.asarray([entries[i].row for i in positions])
         ids = data["ids"]
-        if rows.max(initial=-1) >= len(ids) or not np.array_equal(ids[rows], [entries[i].id for i in positions]):
-            raise IndexFormatError(f"segment {index_dir / seg} does not hold the rows the entries table expects")
+        want = np.asarray([entries[i].id for i in positions], dtype=np.int64)
+        if rows.max(initial=-1) >= len(ids) or not np.array_equal(ids[rows], want):
+            raise damaged(seg, "the segment does not hold the rows the entries table expects")
+        seg_frames = data["frames"][rows] if "frames" in data else None
+        bad = bad_rows(data["vectors"][rows], seg_frames)
+        text, bad_ids = describe_bad_rows(bad, want)
+        if text:
+            raise damaged(seg, text, ids=bad_ids)
         vectors[positions] = data["vectors"][rows]
-        if with_frames and "frames" in data:
+        if with_frames and seg_frames is not None:
             if frames is None:
-                frames = np.zeros((len(entries),) + data["frames"].shape[1:], dtype=np.float32)
-            frames[positions] = data["frames"][rows]
+                frames = np.zeros((len(entries),) + seg_frames.shape[1:], dtype=np.float32)
+            frames[positions] = seg_frames
     return vectors, frames
 
 
+def check_ann_file(index_dir: str | Path, manifest: dict) -> None:
+    """The FAISS file the manifest names is there with its recorded size and SHA-256."""
+    name = (manifest.get("ann") or {}).get("file")
+    if not name:
+        return
+    path = Path(index_dir) / name
+    if not path.is_file():
+        raise damaged(name, "the FAISS index named by the manifest is missing")
+    want = (manifest.get("checksums") or {}).get(name)
+    if want:
+        got = digest_file(path)
+        if got["size"] != want["size"]:
+            raise damaged(name, f"the FAISS index has {got['size']} bytes, the manifest recorded {want['size']}")
+        if got["sha256"] != want["sha256"]:
+            raise damaged(name, "the FAISS index does not match the SHA-256 the manifest recorded (corrupted or altered)")
+
+
 def load_index(index_dir: str | Path, manifest: dict | None = None, with_frames: bool = True) -> IndexData:
-    """Read the committed state: entries and their vectors (and X-Pool frame features), in id order."""
+    """Read the committed state: entries and their vectors (and X-Pool frame features), in id order.
+
+    Everything is checked on the way (see the module doc): a damaged file is an IndexFormatError."""
     index_dir = Path(index_dir)
-    manifest = manifest or read_manifest(index_dir)
+    manifest = validate_manifest(manifest) if manifest is not None else read_manifest(index_dir)
     entries = sorted(read_entries(index_dir, manifest), key=lambda e: e.id)
-    dim = int(manifest.get("dim") or 0)
-    vectors, frames = gather_rows(index_dir, entries, dim, with_frames)
+    dim = int(manifest["dim"])
+    vectors, frames = gather_rows(index_dir, entries, dim, with_frames, manifest)
+    check_ann_file(index_dir, manifest)
     if with_frames and manifest.get("index_kind") == "frames+rerank" and frames is None:
         t = int(manifest.get("frame_count") or 0)
         frames = np.zeros((0, t, dim), dtype=np.float32)
@@ -191,13 +532,23 @@ class IndexWriter:
     def __init__(self, index_dir: str | Path):
         self.dir = Path(index_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fh = open(self.dir / LOCK, "a+")
+        _check_layout(self.dir)
+        try:
+            self._lock_fh = open(self.dir / LOCK, "a+")
+        except OSError as exc:
+            raise damaged(LOCK, f"the writer lock cannot be opened ({exc.strerror})", hint=False) from None
         try:
             fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock_fh.close()
-            raise IndexLockedError(f"{self.dir} is being written by another process (lock {self.dir / LOCK})") from None
-        self.manifest: dict | None = read_manifest(self.dir) if (self.dir / MANIFEST).is_file() else None
+            raise IndexLockedError(f"{printable_path(self.dir.name)} is being written by another process "
+                                   f"(it holds {LOCK})") from None
+        self._sums: dict[str, dict] = {}  # checksums of the files this writer wrote
+        try:
+            self.manifest: dict | None = read_manifest(self.dir) if (self.dir / MANIFEST).is_file() else None
+        except BaseException:
+            self.close()
+            raise
         self.generation = int(self.manifest["generation"]) if self.manifest else 0
         self.collect_garbage()
 
@@ -243,36 +594,52 @@ class IndexWriter:
     def next_generation(self) -> int:
         return self.generation + 1
 
+    def checksums(self) -> dict[str, dict]:
+        """Checksums known for this folder's files: the committed manifest's, then what this writer wrote."""
+        return {**((self.manifest or {}).get("checksums") or {}), **self._sums}
+
     def write_segment(self, gen: int, ids: np.ndarray, vectors: np.ndarray, frames: np.ndarray | None, tag: str = "") -> str:
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
         name = f"{SEGMENTS}/" + _gen_name("seg", gen, f"{tag}.safetensors")
         tensors = {"ids": np.ascontiguousarray(ids, dtype=np.int64), "vectors": np.ascontiguousarray(vectors, dtype=np.float32)}
         if frames is not None:
             tensors["frames"] = np.ascontiguousarray(frames, dtype=np.float32)
-        with atomic_path(self.dir / name) as tmp:
-            save_file(tensors, str(tmp))
+        data = save(tensors)
+        atomic_write_bytes(self.dir / name, data)
+        self._sums[name] = digest_bytes(data)
         return name
 
     def write_entries(self, gen: int, entries: list[Entry]) -> str:
         name = _gen_name("entries", gen, ".jsonl")
-        text = "".join(e.to_json() + "\n" for e in sorted(entries, key=lambda e: e.id))
-        atomic_write_text(self.dir / name, text)
+        data = "".join(e.to_json() + "\n" for e in sorted(entries, key=lambda e: e.id)).encode("utf-8")
+        atomic_write_bytes(self.dir / name, data)
+        self._sums[name] = digest_bytes(data)
         return name
 
     def write_errors(self, errors: list[dict]) -> None:
-        atomic_write_text(self.dir / ERRORS, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors))
+        atomic_write_text(self.dir / ERRORS, errors_text(errors))
 
     def ann_path(self, gen: int, kind: str) -> tuple[str, Path]:
         name = _gen_name("faiss", gen, f"-{kind}.index")
         return name, self.dir / name
 
+    def record_file(self, name: str) -> None:
+        """Record the checksum of a file written by someone else (the FAISS writer) under ``name``."""
+        self._sums[name] = digest_file(self.dir / name)
+
     def commit(self, manifest: dict) -> None:
         """Make ``manifest`` (whose files are all written) the committed state."""
         manifest = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION, updated=time.time())
-        missing = [n for n in [manifest.get("entries_file"), *manifest.get("segments", [])] if n and not (self.dir / n).is_file()]
+        names = [n for n in [manifest.get("entries_file"), *manifest.get("segments", []),
+                             (manifest.get("ann") or {}).get("file")] if n]
+        missing = [n for n in names if not (self.dir / n).is_file()]
         if missing:
             raise IndexFormatError(f"refusing to commit a manifest naming missing files {missing}")
+        known = self.checksums()
+        manifest["checksums"] = {n: known.get(n) or digest_file(self.dir / n) for n in names}
+        manifest.pop("digest", None)
+        manifest["digest"] = manifest_digest(manifest)
         atomic_write_json(self.dir / MANIFEST, manifest)
         self.manifest = manifest
         self.generation = int(manifest["generation"])

@@ -1,0 +1,116 @@
+"""The decode + encode loop of an index run: ``encode_files(session, model, work, options, summary)``.
+
+Files are decoded by ``VideoFrames`` (the data package's uniform sampling and the model's preprocessing)
+in ``num_workers`` DataLoader processes that die with their parent (``workers.die_with_parent``), and
+encoded in batches with ``model.encode_video``: the frames and encoder ``hybridtower.encode`` uses for
+``evaluate``. Each decoded file also reports its (size, mtime_ns, sha256) fingerprint. A file the decoder
+cannot read, or whose encoding holds non-finite values, is skipped and listed, never stored.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+from ..core.display import printable
+from . import store
+from .faults import pause_point
+from .options import COMMIT_SECONDS, IndexOptions, IndexRunSummary
+from .scan import FoundFile, file_sha256
+from .session import Session
+from .workers import worker_init_fn
+
+
+def _index_frames_class():
+    from ..data.datasets import VideoFrames
+
+    class IndexFrames(VideoFrames):
+        """VideoFrames over paths that also reports each file's (size, mtime_ns, sha256) as decoded."""
+
+        def __getitem__(self, idx: int) -> dict:
+            pause_point("decode")
+            vid, path = self.videos[idx]
+            try:
+                st = os.stat(path)
+                sha = file_sha256(path)
+            except OSError as exc:
+                return {"error": f"cannot read file: {exc.strerror or exc}", "video_index": idx, "video_id": vid}
+            try:
+                item = super().__getitem__(idx)
+            except Exception as exc:  # anything a broken file makes a decoder raise: skip, never die
+                return {"error": f"cannot decode: {type(exc).__name__}: {exc}", "video_index": idx, "video_id": vid}
+            if "error" not in item:
+                item["fingerprint"] = (int(st.st_size), int(st.st_mtime_ns), sha)
+            return item
+
+    return IndexFrames
+
+
+def _collate(batch: list[dict]) -> dict:
+    from ..data.datasets import collate_skip_errors
+
+    out = collate_skip_errors(batch)
+    out["fingerprints"] = [b["fingerprint"] for b in batch if "error" not in b]
+    return out
+
+
+def encode_files(session: Session, model, work: list[FoundFile], options: IndexOptions, summary: IndexRunSummary,
+                 desc: str) -> None:
+    """Decode + encode ``work`` in order, committing every ``commit_every`` encoded videos."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from ..encode import autocast_context, preprocess_for
+
+    if not work:
+        return
+    IndexFrames = _index_frames_class()
+    ds = IndexFrames([f.path for f in work], num_frames=model.cfg.video.num_frames, preprocess=preprocess_for(model))
+    loader = DataLoader(ds, batch_size=options.batch_size, num_workers=options.num_workers, collate_fn=_collate,
+                        worker_init_fn=worker_init_fn() if options.num_workers else None)
+    device = next(model.parameters()).device
+    bar = tqdm(total=len(work), desc=printable(desc), unit="video", disable=not options.progress, dynamic_ncols=True)
+    since_commit = 0
+
+    def skip(f: FoundFile, error: str) -> None:
+        session.errors.append({"path": f.path, "error": error})
+        summary.skipped.append({"path": f.path, "error": error})
+
+    try:
+        for batch in loader:
+            for err in batch["errors"]:
+                skip(work[int(err["video_index"])], err["error"])
+            if batch["frames"] is not None:
+                with torch.no_grad(), autocast_context(device, options.precision):
+                    out = model.encode_video(batch["frames"].to(device, non_blocking=True)).float()
+                if model.query_independent:
+                    vecs, frames = out.cpu().numpy(), None
+                else:  # X-Pool: keep the frame features; the first-stage vector is their normalised mean
+                    frames = out.cpu().numpy()
+                    vecs = torch.nn.functional.normalize(out.mean(dim=1), dim=-1).cpu().numpy()
+                bad = {int(r) for rows in store.bad_rows(vecs, frames).values() for r in rows}
+                for j, (vi, fp) in enumerate(zip(batch["video_index"].tolist(), batch["fingerprints"])):
+                    f = work[vi]
+                    if j in bad:
+                        skip(f, "the model produced non-finite or non-normalised values for this video")
+                        continue
+                    session.add(f.path, f.video_id, fp, vecs[j], None if frames is None else frames[j])
+                    summary.encoded += 1
+                    since_commit += 1
+            bar.update(len(batch["video_index"]) + len(batch["errors"]))
+            pause_point("encoded")
+            if since_commit >= options.commit_every or (since_commit and time.monotonic() - session.last_commit > COMMIT_SECONDS):
+                session.commit(complete=False)
+                since_commit = 0
+    except KeyboardInterrupt:
+        bar.close()
+        if session.pending or session.dirty:
+            print(f"interrupted: committing the {len(session.pending)} video(s) encoded since the last commit",
+                  file=sys.stderr, flush=True)
+            session.commit(complete=False)
+        raise
+    bar.close()
