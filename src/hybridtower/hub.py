@@ -3,17 +3,26 @@
     import hybridtower
     model = hybridtower.create_model("pig-vit-b-32", pretrained="openai")       # a tag (needs the network)
     model = hybridtower.create_model("pig-vit-b-32", pretrained="ViT-B-32.pt")  # a local CLIP checkpoint
+    model = hybridtower.create_model("meanp-vit-b-32", pretrained="hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
+    model = hybridtower.create_model("clip:ViT-L-14", pretrained="openai")      # meanP over any CLIP, no training
     hybridtower.save_model(model, "run/model.safetensors")
     model = hybridtower.load_model("run/model.safetensors")                     # needs nothing else
 
-CLIP weights always go through open_clip: a tag (``openai``, ``laion2b_s34b_b79k``, ...) or a file in any
-format open_clip reads (its own ``{"state_dict": ...}`` checkpoints, plain state dicts, safetensors, and
-OpenAI's original TorchScript archives). Our checkpoints are safetensors files whose metadata holds the
-resolved model config, so ``load_model(path)`` needs no other file.
+CLIP weights always go through open_clip: a tag (``openai``, ``laion2b_s34b_b79k``, ...), a Hugging Face
+Hub model (``hf-hub:ORG/NAME``), a local folder laid out like one (``local-dir:PATH``: its
+``open_clip_config.json`` and weights file) or a file in any format open_clip reads (its own
+``{"state_dict": ...}`` checkpoints, plain state dicts, safetensors, and OpenAI's original TorchScript
+archives). Downloads fail within seconds when the hub cannot be reached, with one line naming the file to
+fetch elsewhere. ``clip:ARCH`` names a Two-Tower mean-pooling (CLIP4Clip meanP) model over open_clip
+architecture ``ARCH`` whose config follows the open_clip one (text context; embed dim and image size come
+from the built backbone). Our checkpoints are safetensors files whose metadata holds the resolved model
+config, so ``load_model(path)`` needs no other file.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 import os
@@ -23,6 +32,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .clip_sources import WeightSource, resolve_weights
 from .core.config import to_dict
 from .core.errors import CheckpointError, ConfigError
 from .models import FRAMEWORK_CLASSES, ModelConfig, RetrievalModel, config_from_dict, preset_config
@@ -71,41 +81,141 @@ def _create_quiet(arch: str, kwargs: dict):
         logging.getLogger().removeFilter(quiet)
 
 
-def load_clip(arch: str, pretrained: str | None = None, quick_gelu: bool = True):
-    """An open_clip CLIP model of architecture ``arch`` with weights from ``pretrained`` (tag, file or None)
-    and its preprocessing dict (image_size, mean, std)."""
+CLIP_PREFIX = "clip:"
+
+
+def _normalised(model_cfg: dict) -> dict:
+    """An open_clip model config without its activation flag and default-valued (false / empty) keys."""
+
+    def clean(node):
+        if isinstance(node, dict):
+            return {k: clean(v) for k, v in node.items() if v not in (False, None, {}, [])}
+        return list(node) if isinstance(node, tuple) else node
+
+    out = clean(copy.deepcopy(model_cfg))
+    out.pop("quick_gelu", None)
+    return out
+
+
+def open_clip_config(arch: str) -> dict | None:
+    """open_clip's model config of architecture ``arch`` (built-in or this package's), or None."""
+    import open_clip
+
+    _register_package_archs()
+    return open_clip.get_model_config(arch)
+
+
+def text_tower_problem(model_cfg: dict) -> str | None:
+    """Why hybridtower's text side (CLIP's transformer read at EOT, CLIP's BPE) cannot use an open_clip model
+    config, or None when it can."""
+    text = model_cfg.get("text_cfg", {})
+    if model_cfg.get("custom_text") or "hf_model_name" in text or "multimodal_cfg" in model_cfg:
+        return "its text tower is not CLIP's own transformer"
+    if "hf_tokenizer_name" in text or "tokenizer_kwargs" in text or "eos_id" in text:
+        return "it uses another tokenizer than CLIP's BPE"
+    if text.get("pool_type", "argmax") != "argmax" or text.get("embed_cls") or text.get("no_causal_mask"):
+        return "its text feature is not read at the EOT token of a causal transformer"
+    return None
+
+
+def list_clip_archs() -> list[str]:
+    """The open_clip architectures ``clip:ARCH`` (and every framework) can be built on."""
+    import open_clip
+
+    _register_package_archs()
+    return [a for a in open_clip.list_models() if text_tower_problem(open_clip_config(a) or {}) is None]
+
+
+def _close(name: str, names: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    return f" (close: {', '.join(close)})" if close else ""
+
+
+def clip_config(arch: str, overrides: list[str] | None = None) -> ModelConfig:
+    """The ``clip:ARCH`` model: CLIP4Clip meanP (no new parameters) over open_clip architecture ``arch``,
+    its text context and activation taken from the open_clip config."""
+    import open_clip
+
+    from .core.config import apply_overrides, from_dict
+
+    model_cfg = open_clip_config(arch)
+    if model_cfg is None:
+        raise ConfigError(f"unknown open_clip architecture {arch!r} in '{CLIP_PREFIX}{arch}'"
+                          f"{_close(arch, open_clip.list_models())}; hybridtower.hub.list_clip_archs() lists them")
+    problem = text_tower_problem(model_cfg)
+    if problem:
+        raise ConfigError(f"'{CLIP_PREFIX}{arch}' is not supported: {problem} (hybridtower.hub.list_clip_archs() "
+                          "lists the supported architectures: OpenAI/LAION CLIP ViTs, ResNets, ConvNeXts, ...)")
+    data = {
+        "framework": "meanp",
+        "name": f"{CLIP_PREFIX}{arch}",
+        "backbone": {"arch": arch, "quick_gelu": bool(model_cfg.get("quick_gelu", False))},
+        "text_context_length": int(model_cfg.get("text_cfg", {}).get("context_length", 77)),
+    }
+    cfg = from_dict(ModelConfig, data, where=f"{CLIP_PREFIX}{arch}")
+    return apply_overrides(cfg, overrides).validate()
+
+
+def _arch_checker(arch: str):
+    """A ``check`` for ``resolve_weights``: weights that come with an open_clip config (hf-hub, local-dir) must
+    be of architecture ``arch`` (activation aside)."""
+
+    def check(model_cfg: dict, description: str) -> None:
+        import open_clip
+
+        own = open_clip_config(arch)
+        theirs = _normalised(model_cfg)
+        if own is not None and _normalised(own) == theirs:
+            return
+        same = [a for a in open_clip.list_models() if _normalised(open_clip_config(a) or {}) == theirs]
+        hint = (f"it is a {same[0]} model: use a {same[0]} model, e.g. '{CLIP_PREFIX}{same[0]}'" if same
+                else "no open_clip built-in architecture has its config")
+        raise CheckpointError(f"{description} does not fit architecture {arch}: {hint}")
+
+    return check
+
+
+def weight_source(arch: str, pretrained: str | None) -> WeightSource | None:
+    """Where ``pretrained`` lies on disk (downloading it if needed), checked against ``arch``."""
     import open_clip
 
     _register_package_archs()
     if arch not in open_clip.list_models():
-        raise ConfigError(f"unknown open_clip architecture {arch!r}")
+        raise ConfigError(f"unknown open_clip architecture {arch!r}{_close(arch, open_clip.list_models())}")
+    return resolve_weights(arch, str(pretrained), _arch_checker(arch)) if pretrained else None
+
+
+def load_clip(arch: str, pretrained: str | WeightSource | None = None, quick_gelu: bool = True):
+    """An open_clip CLIP model of architecture ``arch`` with weights from ``pretrained`` (an open_clip tag,
+    ``hf-hub:ORG/NAME``, ``local-dir:PATH``, a weights file, or None) and its preprocessing dict
+    (image_size, mean, std)."""
+    import open_clip
+
+    source = pretrained if isinstance(pretrained, WeightSource) else weight_source(arch, pretrained)
     kwargs = dict(force_quick_gelu=quick_gelu)
+    if source is not None and source.preprocess:
+        kwargs["force_preprocess_cfg"] = source.preprocess
     try:
-        if pretrained and os.path.isfile(pretrained) and _is_torchscript(pretrained):
+        if source is not None and _is_torchscript(source.file):
             # OpenAI's original release is a TorchScript archive: take its state dict, same keys as open_clip
             clip = _create_quiet(arch, kwargs)
-            state = torch.jit.load(pretrained, map_location="cpu").state_dict()
+            state = torch.jit.load(source.file, map_location="cpu").state_dict()
             persistent = set(clip.state_dict())
             for key in ["input_resolution", "context_length", "vocab_size"] + [n for n, _ in clip.named_buffers()]:
                 if key not in persistent:
                     state.pop(key, None)  # metadata and non-persistent buffers (the causal mask)
             clip.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        elif source is not None:
+            clip = open_clip.create_model(arch, pretrained=source.file, **kwargs)
         else:
-            if pretrained and not os.path.isfile(pretrained):
-                tags = open_clip.list_pretrained_tags_by_model(arch)
-                if pretrained not in tags:
-                    raise CheckpointError(
-                        f"--pretrained {pretrained!r} is neither a file nor an open_clip tag for {arch} "
-                        f"(tags: {', '.join(tags) or 'none'})"
-                    )
-            if pretrained:
-                clip = open_clip.create_model(arch, pretrained=pretrained, **kwargs)
-            else:
-                clip = _create_quiet(arch, kwargs)
-    except CheckpointError:
-        raise
+            clip = _create_quiet(arch, kwargs)
+    except ImportError as exc:
+        raise ConfigError(f"architecture {arch} needs a package that is not installed: {exc}") from exc
     except (RuntimeError, KeyError, ValueError, OSError, AssertionError) as exc:
-        raise CheckpointError(f"cannot load CLIP weights {pretrained!r} into {arch}: {exc}") from exc
+        what = source.description if source else "no weights"
+        raise CheckpointError(f"cannot load CLIP weights {what!r} into {arch}: {exc}") from exc
     visual = clip.visual
     size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
     pre = getattr(visual, "preprocess_cfg", {}) or {}
@@ -120,6 +230,7 @@ def load_clip(arch: str, pretrained: str | None = None, quick_gelu: bool = True)
 
 
 def resolve_config(model: str | ModelConfig | dict, overrides: list[str] | None = None) -> ModelConfig:
+    """A model config from a preset name (``pig-vit-b-32``), ``clip:ARCH``, a ModelConfig or its dict."""
     if isinstance(model, ModelConfig):
         from .core.config import apply_overrides
 
@@ -128,20 +239,30 @@ def resolve_config(model: str | ModelConfig | dict, overrides: list[str] | None 
         from .core.config import apply_overrides
 
         return apply_overrides(config_from_dict(model), overrides).validate()
+    if str(model).startswith(CLIP_PREFIX):
+        return clip_config(str(model)[len(CLIP_PREFIX):], overrides)
     return preset_config(model, overrides)
 
 
 def create_model(
     model: str | ModelConfig | dict, pretrained: str | None = None, overrides: list[str] | None = None
 ) -> RetrievalModel:
-    """A model from a preset name / config, its CLIP parts initialised from ``pretrained``.
+    """A model from a preset name / ``clip:ARCH`` / config, its CLIP parts initialised from ``pretrained``.
+
+    When the origin of the weights says which activation they were trained with (an open_clip tag,
+    hf-hub:, local-dir:), ``backbone.quick_gelu`` follows it (OpenAI's: QuickGELU; LAION's: GELU) and the
+    returned model's config records it.
 
     The PIG-specific parameters start as specified: proxies N(0,1) (or the class embedding), the frame-CLS
     token a copy of CLIP's class embedding, temporal embedding zeros, the generator a copy of the text
     tower (and its BOS/EOS from CLIP's token embeddings), fusion projections identities.
     """
     cfg = resolve_config(model, overrides)
-    clip, preprocess = load_clip(cfg.backbone.arch, pretrained, cfg.backbone.quick_gelu)
+    source = weight_source(cfg.backbone.arch, pretrained)
+    if source is not None and source.quick_gelu is not None and source.quick_gelu != cfg.backbone.quick_gelu:
+        log.info("backbone.quick_gelu=%s: the activation %s was trained with", source.quick_gelu, source.description)
+        cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, quick_gelu=source.quick_gelu))
+    clip, preprocess = load_clip(cfg.backbone.arch, source, cfg.backbone.quick_gelu)
     net = FRAMEWORK_CLASSES[cfg.framework](cfg, clip, preprocess)
     return net
 
