@@ -56,7 +56,10 @@ def test_bench_efficiency_runs_end_to_end(tmp_path, capsys):
     rows = {r["n"]: r for r in report["online"]["rows"]}
     assert set(rows) == {64, 256}
     text_gflops = report["online"]["text_encoder"]["pig"]["gflops"]
-    bw = report["bandwidth"]["best_gbps"] * 1e9
+    bandwidth = report["bandwidth"]
+    assert bandwidth["floor_from"] == "read" and bandwidth["best_gbps"] == bandwidth["read"]["best_gbps"] > 0
+    assert bandwidth["copy"]["best_gbps"] > 0 and bandwidth["read"]["array_bytes"] == 2 * bandwidth["copy"]["array_bytes"]
+    bw = bandwidth["best_gbps"] * 1e9
     for n, r in rows.items():
         assert r["pig"]["search_gflops"] * 1e9 == pytest.approx(2 * n * d)
         assert r["pig"]["gflops"] == pytest.approx(text_gflops + 2 * n * d / 1e9)
@@ -65,11 +68,12 @@ def test_bench_efficiency_runs_end_to_end(tmp_path, capsys):
         assert r["ratio_pig_two_tower"] > 0 and r["ratio_xpool_pig"] > 0
         assert r["floor_ms"]["pig"] == pytest.approx(n * d * 4 / bw * 1e3)
         assert r["pig"]["search_faiss_ms"] > 0 and r["faiss"]["chosen"] in r["faiss"]["thresholds"]
+        assert r["pig"]["search_searcher_ms"] > 0 and r["pig"]["searcher_kernel"] == r["searcher_calibration"]["kernel"]
     # the 256-video X-Pool store (1 MB) is over the 0.5 MB limit: extrapolated, and labelled so
     assert rows[64]["xpool"]["extrapolated"] is False
     assert rows[256]["xpool"]["extrapolated"] is True and rows[256]["xpool"]["extrapolated_from"] == 64
     table = md.read_text()
-    assert "(extrapolated)" in table and "| 256 |" in table
+    assert "(extrapolated)" in table and "| 256 |" in table and "read-only scan (the floor)" in table
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["online"]["xpool_folded_check"]["max_abs_score_difference"] < 1e-5
     assert "PIG / Two-Tower" in capsys.readouterr().out

@@ -7,30 +7,35 @@ One run measures, side by side and on the same machine:
   X-Pool (its precomputable part: frame features, LayerNormed) and PIG (encoder + ITS + generator +
   fusion, and each part separately).
 * **Online, per query**, for galleries of N videos: text encoding plus an exact top-k search.
-  PIG and Two-Tower: one matrix product over N stored D-vectors (our torch path, and FAISS
-  ``IndexFlatIP`` with ``distance_compute_blas_threshold`` chosen by measurement). X-Pool: the fusion
+  PIG and Two-Tower: one matrix product over N stored D-vectors (our torch path, FAISS ``IndexFlatIP``
+  with ``distance_compute_blas_threshold`` chosen by measurement, and the Searcher's own exact search,
+  :class:`hybridtower.index.exact.ExactIndex` with the kernel it calibrates at that N). X-Pool: the fusion
   for every (query, video) pair (:class:`~hybridtower.analysis.xpool_fast.FoldedXPool`, its cheapest
   exact form), chunked. PIG and Two-Tower are timed round-robin, so machine noise hits both alike.
-* **The floor**: bytes of stored vectors a query must read, divided by the memory bandwidth measured
-  in the same run by a large copy (STREAM convention: read + written bytes per second).
+* **The floor**: bytes of stored vectors a query must read, divided by the memory bandwidth of a
+  read-only scan measured in the same run (:mod:`hybridtower.analysis.bandwidth`; the copy figure,
+  read + written bytes per second, is reported beside it).
 
 Model weights are random (``create_model`` without pretrained weights): neither FLOPs nor time depend
 on their values. Stored galleries are random unit vectors for the same reason. A gallery that would not
 fit (``max_gallery_gb``, and never more than half of the free memory) is not allocated: its latency is
 extrapolated linearly from the largest measured N and marked ``extrapolated`` everywhere it appears.
+
+Pieces: :mod:`.efficiency_config` (the config), :mod:`.timing`, :mod:`.bandwidth`, :mod:`.machine`,
+:mod:`.efficiency_report` (Markdown and plot); this module runs the measurements.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import platform
-import statistics
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable
+from dataclasses import asdict
 
+from .bandwidth import measure_bandwidth
+from .efficiency_config import FRAMEWORKS, LABELS, PUBLISHED_VIT_B_32_GFLOPS, EfficiencyConfig
+from .efficiency_report import format_markdown, plot_latency
 from .flops import FlopCount, count_flops
+from .machine import available_memory_bytes, machine_info
+from .timing import Timing, time_call, time_round_robin
 
 __all__ = [
     "EfficiencyConfig",
@@ -43,207 +48,6 @@ __all__ = [
     "format_markdown",
     "plot_latency",
 ]
-
-PUBLISHED_VIT_B_32_GFLOPS = 8.8  # per 224 px image, 2 FLOPs per multiply-add (4.4 GMACs)
-FRAMEWORKS = ("pig", "meanp", "clipvip", "xpool")
-LABELS = {
-    "pig": "PIG (Hybrid-Tower)",
-    "meanp": "Two-Tower meanP",
-    "clipvip": "Two-Tower CLIP-ViP",
-    "xpool": "X-Pool (Single-Tower)",
-    "two_tower": "Two-Tower",
-}
-
-
-@dataclass
-class EfficiencyConfig:
-    model_size: str = "vit-b-32"  # "tiny" | "vit-b-32" | "vit-b-16"
-    device: str = "cpu"
-    sizes: list[int] = field(default_factory=lambda: [1_000, 10_000, 100_000, 1_000_000])
-    repeats: int = 7  # timed repetitions per online point (median reported)
-    offline_repeats: int = 3  # timed repetitions per offline measurement
-    offline_batch: int = 1  # videos per offline forward pass (time is divided by it)
-    warmup: int = 1
-    min_seconds: float = 1.0  # online points: repeat cheap calls until a measurement spans this long
-    topk: int = 10
-    threads: int | None = None  # torch / FAISS threads (None: leave as is)
-    max_gallery_gb: float = 8.0  # largest stored array allocated; larger galleries are extrapolated
-    xpool_chunk: int = 4096  # videos per X-Pool scoring chunk
-    faiss: bool = True
-    bandwidth_mb: int = 512  # size of each array of the copy benchmark
-    seed: int = 0
-    query: str = "a man is chopping garlic in a kitchen"
-
-    def validate(self) -> "EfficiencyConfig":
-        from ..core.errors import ConfigError
-
-        if self.model_size not in ("tiny", "vit-b-32", "vit-b-16"):
-            raise ConfigError(f"--model-size must be tiny, vit-b-32 or vit-b-16, got {self.model_size!r}")
-        if not self.sizes or any(int(n) < 1 for n in self.sizes):
-            raise ConfigError(f"gallery sizes must be positive integers, got {self.sizes}")
-        if self.repeats < 1 or self.offline_repeats < 1 or self.offline_batch < 1:
-            raise ConfigError("repeats, offline repeats and offline batch must be >= 1")
-        if self.topk < 1:
-            raise ConfigError("--topk must be >= 1")
-        self.sizes = sorted({int(n) for n in self.sizes})
-        return self
-
-
-# ----------------------------------------------------------------------------------------------
-# timing
-
-
-@dataclass
-class Timing:
-    median_ms: float
-    min_ms: float
-    mean_ms: float
-    repeats: int
-
-    def to_dict(self) -> dict:
-        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
-
-
-def _sync(device) -> None:
-    import torch
-
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _timing(samples: list[float]) -> Timing:
-    ms = [s * 1e3 for s in samples]
-    return Timing(statistics.median(ms), min(ms), statistics.fmean(ms), len(ms))
-
-
-def _adaptive(repeats: int, estimate_s: float, min_seconds: float, max_repeats: int = 200) -> int:
-    """At least ``repeats``; more for fast calls, so that each measurement spans ``min_seconds``."""
-    if min_seconds <= 0 or estimate_s <= 0:
-        return repeats
-    return int(min(max(repeats, math.ceil(min_seconds / estimate_s)), max(repeats, max_repeats)))
-
-
-def time_call(fn: Callable, repeats: int = 5, warmup: int = 1, device="cpu", min_seconds: float = 0.0) -> Timing:
-    """Median wall time of ``fn()`` over ``repeats`` calls (more if ``min_seconds`` asks) after ``warmup``."""
-    import torch
-
-    with torch.no_grad():
-        est = 0.0
-        for _ in range(max(warmup, 1 if min_seconds else 0)):
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            est = time.perf_counter() - t0
-        samples = []
-        for _ in range(_adaptive(repeats, est, min_seconds)):
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            samples.append(time.perf_counter() - t0)
-    return _timing(samples)
-
-
-def time_round_robin(fns: dict[str, Callable], repeats: int = 5, warmup: int = 1, device="cpu",
-                     min_seconds: float = 0.0) -> dict[str, Timing]:
-    """Time several functions in alternation (a, b, b, a, a, b, ...), so that drift in machine load hits all."""
-    import torch
-
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    with torch.no_grad():
-        est = 0.0
-        for _ in range(max(warmup, 1 if min_seconds else 0)):
-            t0 = time.perf_counter()
-            for fn in fns.values():
-                fn()
-            _sync(device)
-            est = time.perf_counter() - t0
-        for r in range(_adaptive(repeats, est, min_seconds)):
-            names = list(fns) if r % 2 == 0 else list(reversed(fns))
-            for name in names:
-                t0 = time.perf_counter()
-                fns[name]()
-                _sync(device)
-                samples[name].append(time.perf_counter() - t0)
-    return {k: _timing(v) for k, v in samples.items()}
-
-
-def measure_bandwidth(device="cpu", mbytes: int = 512, repeats: int = 5) -> dict:
-    """Copy benchmark: ``dst.copy_(src)`` on two ``mbytes`` float32 arrays.
-
-    Bandwidth counts bytes read plus bytes written (STREAM "copy" convention): ``2 * size / time``.
-    The best repetition is the estimate of what the memory can deliver (used for the floor).
-    """
-    import torch
-
-    n = max(1, int(mbytes * 2**20) // 4)
-    src = torch.ones(n, dtype=torch.float32, device=device)
-    dst = torch.empty_like(src)
-    t = time_call(lambda: dst.copy_(src), repeats=repeats, warmup=1, device=device)
-    nbytes = 2 * n * 4
-    out = {
-        "method": f"torch copy_ of {n * 4 / 2**20:.0f} MiB float32 on {device}; bytes read + written per second",
-        "array_bytes": n * 4,
-        "best_gbps": nbytes / (t.min_ms / 1e3) / 1e9,
-        "median_gbps": nbytes / (t.median_ms / 1e3) / 1e9,
-        "repeats": repeats,
-    }
-    del src, dst
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# machine facts
-
-
-def available_memory_bytes(device="cpu") -> int | None:
-    import torch
-
-    if str(device).startswith("cuda"):
-        free, _ = torch.cuda.mem_get_info()
-        return int(free)
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def machine_info(device="cpu") -> dict:
-    import torch
-
-    info = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    if str(device).startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        import faiss
-
-        info["faiss"] = faiss.__version__
-        info["faiss_threads"] = faiss.omp_get_max_threads()
-    except ImportError:
-        info["faiss"] = None
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -487,6 +291,14 @@ def _online(models: dict, cfg: EfficiencyConfig, device, bandwidth: dict, bar) -
             )
             s_torch = time_call(lambda: search(tq["pig"]), repeats=cfg.repeats, warmup=cfg.warmup, device=device,
                                 min_seconds=cfg.min_seconds)
+            exact = None
+            if not on_cuda:  # the Searcher's own path: its exact kernel, calibrated on this gallery
+                from ..index.exact import ExactIndex
+
+                exact = ExactIndex(gallery.numpy(), "auto")
+                qnp = tq["pig"].cpu().numpy()
+                s_exact = time_call(lambda: exact.search(qnp, kk), repeats=cfg.repeats, warmup=cfg.warmup,
+                                    min_seconds=cfg.min_seconds)
             mm_flops = count_flops(lambda: gallery @ tq["pig"].t())
             for name in ("pig", "two_tower"):
                 row[name] = {
@@ -499,12 +311,17 @@ def _online(models: dict, cfg: EfficiencyConfig, device, bandwidth: dict, bar) -
                 }
             row["pig"]["search_torch_ms"] = s_torch.median_ms
             row["pig"]["search_torch_vs_floor"] = s_torch.median_ms / row["floor_ms"]["pig"]
+            if exact is not None:
+                row["pig"]["search_searcher_ms"] = s_exact.median_ms
+                row["pig"]["search_searcher_vs_floor"] = s_exact.median_ms / row["floor_ms"]["pig"]
+                row["pig"]["searcher_kernel"] = exact.kernel
+                row["searcher_calibration"] = exact.calibration
             if index is not None:
                 fs = _faiss_search_timings(index, tq["pig"].cpu().numpy(), kk, cfg)
                 row["faiss"] = fs
                 row["pig"]["search_faiss_ms"] = fs["median_ms"]
                 row["pig"]["search_faiss_vs_floor"] = fs["median_ms"] / row["floor_ms"]["pig"]
-            del gallery, index
+            del gallery, index, exact
         else:
             row["skipped"] = f"PIG/Two-Tower gallery of {gal_bytes / 1e9:.1f} GB does not fit the memory limit"
         # ---- X-Pool: text encode + fusion with every video (chunked) + top-k
@@ -636,7 +453,7 @@ def _run(cfg: EfficiencyConfig, device, progress: bool, models: dict | None) -> 
     models = models or build_models(cfg.model_size, device)
     bar.update(1)
     bar.set_postfix_str("memory bandwidth")
-    bandwidth = measure_bandwidth(device, cfg.bandwidth_mb)
+    bandwidth = measure_bandwidth(device, read_mbytes=2 * cfg.bandwidth_mb, copy_mbytes=cfg.bandwidth_mb)
     bar.update(1)
     offline = _offline(models, cfg, device, bar)
     image = _image_check(models, cfg, device)
@@ -674,135 +491,3 @@ def _command_line(cfg: EfficiencyConfig) -> str:
 
 # ----------------------------------------------------------------------------------------------
 # reporting
-
-
-def _fmt_ms(v) -> str:
-    if v is None:
-        return "-"
-    if v >= 100:
-        return f"{v:,.0f}"
-    if v >= 10:
-        return f"{v:.1f}"
-    if v >= 1:
-        return f"{v:.2f}"
-    return f"{v:.3f}"
-
-
-def _fmt_n(n: int) -> str:
-    for unit, div in (("M", 1_000_000), ("k", 1_000)):
-        if n >= div and n % div == 0:
-            return f"{n // div}{unit}"
-    return f"{n:,}"
-
-
-def format_markdown(report: dict) -> str:
-    """The report as Markdown tables (what the README and docs/efficiency.md show)."""
-    m = report["machine"]
-    lines = [
-        f"Command: `{report['command']}`  ",
-        f"Machine: {m['cpu']} ({m['cpu_count']} CPUs, {m['torch_threads']} torch threads)"
-        + (f", GPU {m['gpu']}" if m.get("gpu") else "")
-        + f"; torch {m['torch']}" + (f", faiss {m['faiss']}" if m.get("faiss") else "")
-        + f"; device `{m['device']}`  ",
-        f"FLOPs: {report['flop_convention']}.  ",
-    ]
-    img = report["image_check"]
-    check = f"{img['arch']} image encoder, one {img['image_size']} px image: {img['gflops']:.2f} GFLOPs ({img['gmacs']:.2f} GMACs)"
-    if "published_gflops" in img:
-        check += f"; published ~{img['published_gflops']} GFLOPs ({100 * img['relative_difference']:+.1f} %)"
-    lines.append(check + ".")
-    bw = report["bandwidth"]
-    lines.append(f"Memory bandwidth (copy, read + write): {bw['best_gbps']:.1f} GB/s best, {bw['median_gbps']:.1f} GB/s median.")
-    lines += ["", "**Offline, per video** (random weights; time = median per video)", "",
-              "| framework | precomputed | GFLOPs | time (ms) | stored bytes (fp32) |", "|---|---|---:|---:|---:|"]
-    for fw in FRAMEWORKS:
-        r = report["offline"][fw]
-        lines.append(f"| {r['label']} | {r['precomputed']} | {r['gflops']:.2f} | {_fmt_ms(r['ms'])} | {r['storage_bytes_fp32']:,} |")
-        if fw == "pig":
-            for part in ("encoder", "its", "generator", "fusion"):
-                p = r["parts"][part]
-                lines.append(f"| &nbsp;&nbsp;PIG {part} | | {p['gflops']:.3f} | {_fmt_ms(p['ms'])} | |")
-    on = report["online"]
-    te = on["text_encoder"]
-    lines += ["", f"Text encoder per query: {te['pig']['gflops']:.2f} GFLOPs, {_fmt_ms(te['pig']['median_ms'])} ms "
-              "(the same tower in every framework).", "",
-              "**Online, per query** (median ms; text encode + exact top-"
-              f"{report['config']['topk']} search over N stored videos)", "",
-              "| N | PIG | Two-Tower | PIG / Two-Tower | X-Pool | X-Pool / PIG | PIG search: torch | PIG search: FAISS "
-              "| floor (N x D) | floor X-Pool (N x T x D) | GFLOPs PIG | GFLOPs X-Pool |",
-              "|---:|" + "---:|" * 11]
-    for r in on["rows"]:
-        x = r["xpool"]
-        xs = _fmt_ms(x.get("total_ms")) + (" (extrapolated)" if x.get("extrapolated") else "")
-        if "pig" in r:
-            p, t = r["pig"], r["two_tower"]
-            ratio_x = f"{r['ratio_xpool_pig']:.1f}" if r.get("ratio_xpool_pig") else "-"
-            if x.get("extrapolated"):
-                ratio_x += " (extrap.)"
-            lines.append(
-                f"| {_fmt_n(r['n'])} | {_fmt_ms(p['total_ms'])} | {_fmt_ms(t['total_ms'])} | {r['ratio_pig_two_tower']:.3f} "
-                f"| {xs} | {ratio_x} | {_fmt_ms(p['search_torch_ms'])} | {_fmt_ms(p.get('search_faiss_ms'))} "
-                f"| {_fmt_ms(r['floor_ms']['pig'])} | {_fmt_ms(r['floor_ms']['xpool'])} | {p['gflops']:.3f} | {x['gflops']:.2f} |"
-            )
-        else:
-            lines.append(f"| {_fmt_n(r['n'])} | skipped | skipped | - | {xs} | - | - | - | {_fmt_ms(r['floor_ms']['pig'])} "
-                         f"| {_fmt_ms(r['floor_ms']['xpool'])} | - | {x['gflops']:.2f} |")
-    chosen = [(r["n"], r["faiss"]["chosen"]) for r in on["rows"] if "faiss" in r]
-    if chosen:
-        lines += ["", "FAISS `IndexFlatIP`, one query: `distance_compute_blas_threshold` chosen by measurement at each N: "
-                  + ", ".join(f"{_fmt_n(n)}: {c}" for n, c in chosen) + "."]
-    ck = on.get("xpool_folded_check")
-    if ck:
-        lines.append(f"X-Pool is timed with its cheapest exact form (`FoldedXPool`, same scores as `XPool.score` "
-                     f"within {ck['max_abs_score_difference']:.1e}; {ck['speedup']:.1f}x faster than it at N={ck['n']:,}).")
-    return "\n".join(lines) + "\n"
-
-
-def plot_latency(report: dict, path) -> None:
-    """Log-log plot of per-query latency against gallery size N (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = report["online"]["rows"]
-    fig, ax = plt.subplots(figsize=(9.5, 4.8), dpi=120)
-
-    def series(get):
-        pts = [(r["n"], get(r)) for r in rows]
-        return [p for p in pts if p[1] is not None]
-
-    def line(pts, **kw):
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], **kw)
-
-    has = [r for r in rows if "pig" in r]
-    line([(r["n"], r["pig"]["total_ms"]) for r in has], marker="o", color="tab:blue", label="PIG: text + search")
-    line([(r["n"], r["two_tower"]["total_ms"]) for r in has], marker="s", ls="--", color="tab:orange",
-         label="Two-Tower: text + search")
-    line([(r["n"], r["pig"]["search_torch_ms"]) for r in has], marker=".", ls=":", color="tab:green",
-         label="PIG search only (torch)")
-    line([(r["n"], r["pig"]["search_faiss_ms"]) for r in has if "search_faiss_ms" in r["pig"]], marker=".", ls=":",
-         color="tab:purple", label="PIG search only (FAISS flat)")
-    xm = series(lambda r: r["xpool"]["total_ms"] if not r["xpool"].get("extrapolated") else None)
-    line(xm, marker="^", color="tab:red", label="X-Pool: text + fusion per video")
-    if any(r["xpool"].get("extrapolated") for r in rows) and xm:
-        ext = [xm[-1]] + [(r["n"], r["xpool"]["total_ms"]) for r in rows if r["xpool"].get("extrapolated")]
-        line(ext, marker="^", mfc="none", ls="--", color="tab:red", label="X-Pool (extrapolated)")
-    line([(r["n"], r["floor_ms"]["pig"]) for r in rows], ls="-", color="gray", lw=1, label="floor: N x D bytes / bandwidth")
-    line([(r["n"], r["floor_ms"]["xpool"]) for r in rows], ls="-.", color="gray", lw=1,
-         label="floor: N x T x D bytes / bandwidth")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("gallery size N (videos)")
-    ax.set_ylabel("latency per query (ms)")
-    m = report["machine"]
-    ax.set_title(f"Online cost per query, {report['config']['model_size']} on {m.get('gpu') or m['device']}", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    fig.tight_layout()
-    from ..core.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)

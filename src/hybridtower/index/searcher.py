@@ -1,7 +1,9 @@
 """Online search over an index: ``Searcher.open(INDEX_DIR).search("a red ball bounces", k=10)``.
 
 - PIG / Two-Tower indexes: the query is encoded once and scored against every stored vector with one
-  inner product (FAISS ``IndexFlatIP``), or through the IVF / HNSW index the manifest names.
+  inner product (exact search, :mod:`.exact`: the fastest of a BLAS matrix-vector product, FAISS flat
+  search and a blocked top-k, chosen by timing them on the index's own vectors when it is opened), or
+  through the ANN index the manifest names (IVF, HNSW, scalar-quantised; :mod:`.ann`).
 - X-Pool indexes (``index_kind = "frames+rerank"``): a first stage ranks the videos by the inner product
   of the query with the normalised mean of their frame features (CLIP4Clip meanP), the best
   ``candidates`` of them (default ``max(100, 10 k)``) are re-scored with ``model.score`` (X-Pool's
@@ -113,7 +115,7 @@ class Searcher:
     """An opened index with its model loaded once. See the module doc."""
 
     def __init__(self, index_dir: Path, data: store.IndexData, model, device: str = "cpu",
-                 rerank_all: bool = False, candidates: int | None = None):
+                 rerank_all: bool = False, candidates: int | None = None, exact_kernel: str = "auto"):
         import torch
 
         self.index_dir = Path(index_dir)
@@ -127,14 +129,14 @@ class Searcher:
         self.candidates = candidates
         self.rerank = self.manifest.get("index_kind") == "frames+rerank"
         self._lock = threading.Lock()
-        self.ann_kind, self._ann = self._open_ann(data.vectors)  # FAISS keeps the only copy of the vectors
-        self._vectors = None
+        self._vectors = None  # the [N, D] array when exact search holds it (FAISS holds its own copy)
+        self.ann_kind, self._ann = self._open_ann(data.vectors, exact_kernel)  # one copy of the vectors
         self.context_length = int(model.cfg.text_context_length)
 
     # ----- construction -----
     @classmethod
     def open(cls, index_dir, checkpoint=None, device: str = "cpu", *, rerank_all: bool = False,
-             candidates: int | None = None) -> "Searcher":
+             candidates: int | None = None, exact_kernel: str = "auto") -> "Searcher":
         """Open ``index_dir`` and load its model once (the checkpoint the manifest records, unless given).
 
         Raises IndexFormatError when the folder is not a readable index and IndexMismatchError when
@@ -152,10 +154,12 @@ class Searcher:
                 )
         model, identity = load_checkpoint(checkpoint, device=device)
         check_same_model(recorded, identity, index_dir)
-        return cls(index_dir, data, model, device=device, rerank_all=rerank_all, candidates=candidates)
+        return cls(index_dir, data, model, device=device, rerank_all=rerank_all, candidates=candidates,
+                   exact_kernel=exact_kernel)
 
-    def _open_ann(self, vectors):
-        from .ann import build_ann, load_ann, resolve_params
+    def _open_ann(self, vectors, exact_kernel: str):
+        from .ann import load_ann, resolve_params
+        from .exact import ExactIndex
 
         ann = self.manifest.get("ann") or {}
         kind = ann.get("kind", "flat")
@@ -166,8 +170,20 @@ class Searcher:
                 return kind, load_ann(path, kind, ann.get("params") or resolve_params(kind, ann.get("requested"), n))
             except RuntimeError as exc:
                 raise store.IndexFormatError(f"FAISS index {path} is unreadable: {exc}") from exc
-        # exact search (or an ANN structure not built yet by an interrupted run): flat inner product
-        return "flat", build_ann(np.ascontiguousarray(vectors, dtype=np.float32), "flat")
+        # exact search (or an ANN structure not built yet by an interrupted run): the kernel that is fastest
+        # for this N on this machine, timed on these vectors now (index/exact.py)
+        exact = ExactIndex(vectors, exact_kernel)
+        self._vectors = exact.vectors
+        return "flat", exact
+
+    @property
+    def search_path(self) -> dict:
+        """How queries are answered: ``{"kind": "flat"|ANN kind, "kernel": ..., "calibration": {...}}``
+        (kernel and calibration for exact search only; see :mod:`hybridtower.index.exact`)."""
+        out = {"kind": self.ann_kind}
+        if self._vectors is not None:
+            out.update(kernel=self._ann.kernel, calibration=self._ann.calibration)
+        return out
 
     # ----- queries -----
     def __len__(self) -> int:
