@@ -7,6 +7,7 @@ friendly dicts and back, and applies command-line overrides such as ``--set gene
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import types
@@ -100,11 +101,43 @@ def apply_overrides(cfg: T, overrides: list[str] | None) -> T:
     return from_dict(type(cfg), data)
 
 
-def load_file(path: str | Path) -> dict:
-    """Read a JSON or YAML config file into a dict."""
+# The shipped recipes (the repository's configs/ folder, packaged as hybridtower/recipes)
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with the package (``msrvtt-1ka-pig-vit-b-32``, ...)."""
+    if not RECIPES_DIR.is_dir():
+        return []
+    return sorted(p.stem for p in RECIPES_DIR.iterdir() if p.suffix in CONFIG_SUFFIXES and p.is_file())
+
+
+def resolve_config_file(path: str | Path) -> Path:
+    """``path`` when it is a file; otherwise, for a bare name (``msrvtt-1ka-pig-vit-b-32``, with or without
+    ``.yaml``) or a ``configs/NAME.yaml`` path from the repository's docs, the shipped config of that name.
+    A miss is a ConfigError that lists the closest shipped names and all of them."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    if path.is_file():
+        return path
+    if path.parent in (Path("."), Path("configs")):
+        stem = path.name[: -len(path.suffix)] if path.suffix in CONFIG_SUFFIXES else path.name
+        for suffix in ((path.suffix,) if path.suffix in CONFIG_SUFFIXES else CONFIG_SUFFIXES):
+            shipped = RECIPES_DIR / f"{stem}{suffix}"
+            if shipped.is_file():
+                return shipped
+        names = shipped_configs()
+        close = difflib.get_close_matches(stem, names, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        listing = f" Shipped configs: {', '.join(names)}" if names else ""
+        raise ConfigError(f"config {str(path)!r} is neither a file nor a shipped config{hint}{listing}")
+    raise ConfigError(f"config file not found: {path}")
+
+
+def load_file(path: str | Path) -> dict:
+    """Read a JSON or YAML config file into a dict: a path, or the name of a shipped config
+    (``msrvtt-1ka-pig-vit-b-32``; see ``resolve_config_file``)."""
+    path = resolve_config_file(path)
     text = path.read_text()
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
