@@ -1,0 +1,176 @@
+"""Export an index's vectors for other tools (FAISS, LanceDB, pandas, ...): Parquet, or .npy + JSONL.
+
+One row per indexed video, in id order:
+
+    id            int64    the video's id in the index (stable across updates)
+    root          string   the indexed PATH (absolute) the file was found under; null when it lies under none of
+                           the latest run's PATHs
+    path          string   the file relative to ``root`` (posix separators; for a file given itself as
+                           PATH, its name)
+    window_start  float64  seconds; null = the whole video (moment windows are not indexed yet)
+    window_end    float64  seconds; null = the whole video
+    vector        float32[D]  the stored vector, bit for bit
+
+PIG / Two-Tower indexes store one L2-normalised vector per video: the export is the whole index (score =
+inner product with the normalised text vector). X-Pool indexes store per-frame features for the query-
+conditioned re-ranking; the export holds their FIRST-STAGE vector (the normalised mean of the frame
+features, CLIP4Clip meanP), and its metadata says so.
+
+Formats: ``parquet`` writes one file (the metadata in the schema's ``hybridtower`` key); ``npy`` writes
+``STEM.npy`` (float32 [N, D]), ``STEM.jsonl`` (the other columns, line i = row i) and ``STEM.meta.json``.
+Every file is written atomically. Paths that are not valid UTF-8 are written with the undecodable bytes as
+``\\xNN`` escapes (text formats cannot hold them exactly).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..core.errors import ConfigError
+from ..core.io import atomic_path, atomic_write_json, atomic_write_text
+from .store import Entry, load_index
+
+EXPORT_FORMAT = "hybridtower-export"
+EXPORT_VERSION = 1
+FORMATS = ("parquet", "npy")
+_SUFFIX_FORMAT = {".parquet": "parquet", ".pq": "parquet", ".npy": "npy", ".jsonl": "npy"}
+
+
+@dataclass
+class ExportSummary:
+    format: str
+    files: list[str]
+    count: int
+    dim: int
+    vector: str  # what the vectors are
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def format_for(out: str | Path, fmt: str | None = None) -> str:
+    """The export format: ``fmt`` when given, else from OUT's suffix (.parquet / .pq, .npy / .jsonl)."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        return fmt
+    found = _SUFFIX_FORMAT.get(Path(out).suffix.lower())
+    if not found:
+        raise ConfigError(f"cannot tell the export format from {str(out)!r}: name it .parquet, .npy or .jsonl, "
+                          "or pass --format parquet|npy")
+    return found
+
+
+def output_files(out: str | Path, fmt: str) -> list[Path]:
+    out = Path(out)
+    if fmt == "parquet":
+        return [out]
+    stem = out.with_suffix("") if out.suffix.lower() in (".npy", ".jsonl") else out
+    return [stem.with_name(stem.name + s) for s in (".npy", ".jsonl", ".meta.json")]
+
+
+def _text(path: str) -> str:
+    """``path`` as valid UTF-8 (undecodable bytes, surrogate-escaped by the OS layer, as \\xNN)."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _root_of(entry: Entry, roots: list[str]) -> str | None:
+    for root in roots:
+        if entry.path == root or os.path.join(root, *entry.video_id.split("/")) == entry.path:
+            return root
+    return None
+
+
+def _metadata(manifest: dict, count: int) -> dict:
+    xpool = manifest.get("index_kind") == "frames+rerank"
+    model = manifest.get("model") or {}
+    return {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_VERSION,
+        "package_version": __version__,
+        "count": count,
+        "dim": int(manifest["dim"]),
+        "index_kind": manifest.get("index_kind"),
+        "vector": ("first-stage: the L2-normalised mean of the per-frame features (X-Pool's final score needs the "
+                   "frames and the query; they are not exported)") if xpool
+        else "the video vector (L2-normalised)",
+        "score": "inner product with the model's L2-normalised text vector (cosine)",
+        "model": {k: model.get(k) for k in ("framework", "name", "config_hash", "weights_sha256", "checkpoint",
+                                            "embed_dim", "text_context_length")},
+        "roots": list(manifest.get("roots") or []),
+        "index_generation": manifest.get("generation"),
+        "columns": ["id", "root", "path", "window_start", "window_end", "vector"],
+    }
+
+
+def export_index(index_dir: str | Path, out: str | Path, fmt: str | None = None, overwrite: bool = False) -> ExportSummary:
+    """Write the committed vectors of ``index_dir`` to ``out`` (see the module doc)."""
+    fmt = format_for(out, fmt)
+    files = output_files(out, fmt)
+    existing = [str(f) for f in files if f.exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
+    data = load_index(index_dir, with_frames=False)
+    roots = [str(r) for r in (data.manifest.get("roots") or [])]
+    rows = {
+        "id": [e.id for e in data.entries],
+        "root": [None if (r := _root_of(e, roots)) is None else _text(r) for e in data.entries],
+        "path": [_text(e.video_id) for e in data.entries],
+        "window_start": [None] * len(data.entries),
+        "window_end": [None] * len(data.entries),
+    }
+    vectors = np.ascontiguousarray(data.vectors, dtype=np.float32)
+    meta = _metadata(data.manifest, len(data.entries))
+    if fmt == "parquet":
+        _write_parquet(files[0], rows, vectors, meta)
+    else:
+        _write_npy(files, rows, vectors, meta)
+    notes = []
+    if meta["index_kind"] == "frames+rerank":
+        notes.append("X-Pool index: exported its first-stage vectors (the normalised mean of the frame features); "
+                     "X-Pool's re-ranking needs the stored frames and the query, so the export ranks like meanP")
+    return ExportSummary(fmt, [str(f) for f in files], len(data.entries), int(meta["dim"]), meta["vector"], notes)
+
+
+def _write_parquet(path: Path, rows: dict, vectors: np.ndarray, meta: dict) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError("Parquet export needs pyarrow: pip install 'hybridtower[export]' "
+                          "(or export .npy + .jsonl with --format npy)") from None
+    dim = vectors.shape[1]
+    table = pa.table(
+        {
+            "id": pa.array(rows["id"], type=pa.int64()),
+            "root": pa.array(rows["root"], type=pa.string()),
+            "path": pa.array(rows["path"], type=pa.string()),
+            "window_start": pa.array(rows["window_start"], type=pa.float64()),
+            "window_end": pa.array(rows["window_end"], type=pa.float64()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim),
+        }
+    ).replace_schema_metadata({"hybridtower": json.dumps(meta)})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, str(tmp))
+
+
+def _write_npy(files: list[Path], rows: dict, vectors: np.ndarray, meta: dict) -> None:
+    npy, jsonl, meta_file = files
+    with atomic_path(npy) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, vectors)
+    keys = [k for k in meta["columns"] if k != "vector"]
+    lines = (json.dumps({k: rows[k][i] for k in keys}, ensure_ascii=False) + "\n" for i in range(len(rows["id"])))
+    atomic_write_text(jsonl, "".join(lines))
+    atomic_write_json(meta_file, dict(meta, vectors_file=npy.name, rows_file=jsonl.name))
