@@ -64,7 +64,7 @@ def encode_texts(model: RetrievalModel, texts: list[str], batch_size: int = 512,
 
 @dataclass
 class EncodedVideos:
-    features: torch.Tensor  # [N_ok, D] (query-independent) or [N_ok, T, D] (X-Pool)
+    features: torch.Tensor  # [N_ok, D] (query-independent), [N_ok, M, D] (PIG-M) or [N_ok, T, D] (X-Pool)
     indices: torch.Tensor  # [N_ok] dataset indices of the rows of ``features``
     errors: list[dict] = field(default_factory=list)  # {"video_index", "video_id", "error"} of skipped videos
 
@@ -102,4 +102,6 @@ def encode_videos(
     bar.close()
     if feats:
         return EncodedVideos(torch.cat(feats), torch.cat(idx), errors)
-    return EncodedVideos(torch.zeros(0, model.embed_dim), torch.zeros(0, dtype=torch.long), errors)
+    m = getattr(model.cfg, "num_pseudo_queries", 1)
+    empty = torch.zeros(0, m, model.embed_dim) if m > 1 else torch.zeros(0, model.embed_dim)
+    return EncodedVideos(empty, torch.zeros(0, dtype=torch.long), errors)

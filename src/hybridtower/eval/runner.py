@@ -5,7 +5,8 @@ Videos are encoded once (the offline side) and captions once (the online side) w
 the search index uses, then scored by the model's own rule:
 
 * query-independent models (PIG, Two-Tower meanP / CLIP-ViP): ``text @ video.T``, exactly what a
-  search over the index computes;
+  search over the index computes; PIG-M (M vectors per video): the max over each video's M columns of
+  ``text @ vectors.T`` (``model.score``);
 * X-Pool: ``model.score`` (pairwise text-conditioned fusion), chunked over captions and videos so
   the ``[captions, videos, D]`` fusion tensor stays small.
 
@@ -66,6 +67,13 @@ def _pairwise_scores(model, text: torch.Tensor, video: torch.Tensor, precision: 
 
 
 @torch.no_grad()
+def _multi_vector_scores(model, text: torch.Tensor, video: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``model.score`` (max over each video's M vectors) in caption chunks: [Nt, Nv] on the CPU."""
+    out = [model.score(text[a : a + chunk], video) for a in range(0, text.shape[0], chunk)]
+    return torch.cat(out) if out else torch.zeros(0, video.shape[0])
+
+
+@torch.no_grad()
 def score_split(
     model,
     split: SplitData,
@@ -108,8 +116,10 @@ def score_split(
                             progress=progress, desc=f"encode videos ({split.name})")
         texts = [c.text for c in split.captions]
         text = encode_texts(model, texts, batch_size=text_batch_size, precision=precision)
-        if model.query_independent:
+        if model.query_independent and enc.features.dim() == 2:
             scored = text @ enc.features.t()
+        elif model.query_independent:  # several stored vectors per video (PIG-M): max over each video's
+            scored = _multi_vector_scores(model, text, enc.features, text_batch_size)
         else:
             scored = _pairwise_scores(model, text, enc.features, precision, progress, pair_text_chunk, pair_video_chunk)
     finally:
@@ -241,7 +251,7 @@ def evaluate(
             "videos_without_captions": no_caption,
             "t2v_queries_with_ties": tied,
             "frames": f"{info['sample_mode']} sampling of {model.cfg.video.num_frames} frames per video",
-            "scoring": "text @ video.T (index path)" if model.query_independent else "model.score (pairwise fusion)",
+            "scoring": _scoring_rule(model),
         },
     }
     if return_ranks:
@@ -255,6 +265,15 @@ def evaluate(
             "videos for v2t); needs the whole test query set, not comparable with plain numbers",
         }
     return result
+
+
+def _scoring_rule(model) -> str:
+    if not model.query_independent:
+        return "model.score (pairwise fusion)"
+    m = getattr(model.cfg, "num_pseudo_queries", 1)
+    if m > 1:
+        return f"max over each video's {m} vectors of text @ vectors.T (PIG-M; an index needs {m} rows per video)"
+    return "text @ video.T (index path)"
 
 
 def format_table(result: dict) -> str:

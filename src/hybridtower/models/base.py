@@ -27,7 +27,20 @@ from .tokenizer import Tokenizer
 class ModelOutput:
     text: torch.Tensor  # [B, D] normalised text features
     video: torch.Tensor | None  # what ``score`` takes as the video side (None when not computed)
-    pseudo_query: torch.Tensor | None = None  # PIG's t_p [B, D] (not normalised)
+    pseudo_query: torch.Tensor | None = None  # PIG's t_p [B, D] ([B, M, D] for PIG-M; not normalised)
+
+
+def multi_vector_scores(text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+    """fp32 scores [Nt, Nv]: ``text @ video.T`` for video [Nv, D]; for video [Nv, M, D] one matrix
+    product over the Nv x M stored vectors, then the max over each video's M columns."""
+    with torch.autocast(device_type=text.device.type, enabled=False):
+        t, v = text.float(), video.float()
+        if v.dim() == 2:
+            return t @ v.t()
+        if v.dim() != 3:
+            raise ValueError(f"video vectors must be [Nv, D] or [Nv, M, D], got {tuple(v.shape)}")
+        nv, m = v.shape[:2]
+        return (t @ v.flatten(0, 1).t()).view(t.shape[0], nv, m).amax(dim=-1)
 
 
 class FrameEncoder(nn.Module):
@@ -71,13 +84,14 @@ class RetrievalModel(nn.Module):
         raise NotImplementedError
 
     def score(self, text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
-        """[Nt, D] x video side -> [Nt, Nv] float32. Query-independent models: one matrix product.
+        """[Nt, D] x video side -> [Nt, Nv] float32. Query-independent models: one matrix product
+        (video [Nv, D]), or for several stored vectors per video (PIG-M, video [Nv, M, D]) the max over
+        each video's M vectors (see :func:`multi_vector_scores`).
 
         Always computed in fp32, also under a bf16/fp16 autocast: the training logits are these scores
         times ~100, and a 16-bit product (3 significant digits in bf16) would blur their ranking.
         """
-        with torch.autocast(device_type=text.device.type, enabled=False):
-            return text.float() @ video.float().t()
+        return multi_vector_scores(text, video)
 
     def forward(self, frames: torch.Tensor, tokens: torch.Tensor) -> ModelOutput:
         return ModelOutput(text=self.encode_text(tokens), video=self.encode_video(frames))

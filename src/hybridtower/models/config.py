@@ -6,6 +6,10 @@ Frameworks:
     ``clipvip``  Two-Tower CLIP-ViP: the video-CLS output of the video-proxy encoder.
     ``xpool``    Single-Tower X-Pool: the real text query attends over per-frame CLIP features (re-rank only).
 
+Variant: ``pig-m4-{size}`` is PIG-M (a step past the paper, opt-in): ``num_pseudo_queries = 4`` pseudo-queries
+per video, one per temporal segment, each fused into its own stored vector; a query scores a video by
+the max over its vectors (docs/method-decisions.md, "PIG-M").
+
 Sizes: ``vit-b-32`` and ``vit-b-16`` (the paper's backbones, open_clip architectures ``ViT-B-32`` /
 ``ViT-B-16`` with QuickGELU as in OpenAI's weights) and ``tiny`` (a 3-layer open_clip architecture shipped
 with this package as ``hybridtower-tiny``, for tests and CPU demos).
@@ -80,6 +84,9 @@ class ModelConfig:
     its: ITSConfig = field(default_factory=ITSConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    # PIG-M (opt-in, past the paper): M pseudo-queries per video, one per temporal segment of the frames,
+    # each fused against every frame token -> M stored vectors; score = max over them. 1 = the paper's PIG
+    num_pseudo_queries: int = 1
     text_context_length: int = 50  # tokens per caption (padded / truncated)
     logit_scale_init: float = 4.6052  # ln(100), as in CLIP / the release
     logit_scale_max: float = 5.2983  # clamp at ln(200)
@@ -95,6 +102,14 @@ class ModelConfig:
             raise ConfigError("generator.mapper must be 'linear' or 'mlp'")
         if self.video.proxy_init not in ("randn", "class"):
             raise ConfigError("video.proxy_init must be 'randn' or 'class'")
+        if self.num_pseudo_queries < 1:
+            raise ConfigError(f"num_pseudo_queries must be >= 1, got {self.num_pseudo_queries}")
+        if self.num_pseudo_queries > 1 and self.framework != "pig":
+            raise ConfigError(f"num_pseudo_queries > 1 needs the pig framework (a pseudo-query generator), "
+                              f"not {self.framework}")
+        if self.num_pseudo_queries > self.video.num_frames:
+            raise ConfigError(f"num_pseudo_queries {self.num_pseudo_queries} exceeds video.num_frames "
+                              f"{self.video.num_frames}: each pseudo-query needs its own segment of frames")
         if self.video.eval_sampling not in EVAL_SAMPLINGS:
             raise ConfigError(f"video.eval_sampling must be one of {EVAL_SAMPLINGS}, got {self.video.eval_sampling!r}")
         if self.fusion.num_heads < 1:
@@ -127,16 +142,31 @@ _FRAMEWORK_DEFAULTS = {
 }
 
 
+# named variants of a framework: "{variant}-{size}" = the framework's preset plus these values
+VARIANTS = {
+    "pig-m4": ("pig", dict(num_pseudo_queries=4)),  # PIG-M, 4 segment pseudo-queries (opt-in)
+}
+
+
 def list_presets() -> list[str]:
-    return [f"{fw}-{size}" for fw in FRAMEWORKS for size in SIZES]
+    return [f"{fw}-{size}" for fw in FRAMEWORKS for size in SIZES] + [f"{v}-{size}" for v in VARIANTS for size in SIZES]
+
+
+def _parse_preset(name: str) -> tuple[str, str, dict]:
+    for variant, (framework, values) in VARIANTS.items():
+        if name.startswith(variant + "-"):
+            return framework, name[len(variant) + 1 :], values
+    framework, _, size = name.partition("-")
+    return framework, size, {}
 
 
 def preset_config(name: str, overrides: list[str] | None = None) -> ModelConfig:
     """The config of preset ``name`` (e.g. ``pig-vit-b-32``), with ``key=value`` overrides applied."""
-    framework, _, size = name.partition("-")
+    framework, size, variant = _parse_preset(name)
     if framework not in FRAMEWORKS or size not in _SIZE_DEFAULTS:
         raise ConfigError(f"unknown model preset {name!r}; available: {', '.join(list_presets())}")
-    data = {"framework": framework, "name": name, **_SIZE_DEFAULTS[size], **_FRAMEWORK_DEFAULTS.get(framework, {})}
+    data = {"framework": framework, "name": name, **_SIZE_DEFAULTS[size], **_FRAMEWORK_DEFAULTS.get(framework, {}),
+            **variant}
     cfg = from_dict(ModelConfig, data, where=f"preset {name}")
     return apply_overrides(cfg, overrides).validate()
 

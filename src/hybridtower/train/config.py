@@ -50,6 +50,7 @@ class TrainConfig:
     stage2_steps: int = 0  # > 0: a step budget instead of epochs
     lambda_recon: float = 1.0
     recon_stop_grad: bool = False  # True: the reconstruction target t is detached (release: no stop-grad)
+    recon_multi_query: str = "best"  # PIG-M only: "best" = only the best-matching pseudo-query is pulled to t; "mean"
     # --- optimisation ---
     batch_size: int = 128  # GLOBAL batch (all processes, all accumulation micro-batches)
     grad_accum: int = 1
@@ -88,6 +89,8 @@ class TrainConfig:
             raise ConfigError("batch_size and grad_accum must be >= 1")
         if self.lr <= 0:
             raise ConfigError("lr must be > 0")
+        if self.recon_multi_query not in ("best", "mean"):
+            raise ConfigError(f"recon_multi_query must be 'best' or 'mean', got {self.recon_multi_query!r}")
         if self.stage1_lr < 0:
             raise ConfigError("stage1_lr must be >= 0 (0 = lr)")
         if "/" not in self.select_metric:

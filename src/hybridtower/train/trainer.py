@@ -14,7 +14,8 @@ Run folder (``--output-dir RUN``)::
 
 Loss (method.md section 2.1), computed on features all-gathered over ranks with gradients:
 stage 2 = ``symmetric_infonce(model.score(t, v))`` over the GLOBAL batch ``+ lambda_recon *
-reconstruction(t_p, t)`` for PIG; stage 1 = reconstruction only, with only ``generator.*`` trainable.
+reconstruction(t_p, t)`` for PIG (PIG-M: ``score`` is the max over each video's M vectors, the
+reconstruction uses the best-matching pseudo-query, ``recon_multi_query``); stage 1 = reconstruction only, with only ``generator.*`` trainable.
 
 Gradient accumulation is exact: a no-grad pass computes every micro-batch's features, then each
 micro-batch is recomputed with gradients (same RNG state, so the same dropout masks) and scored against
@@ -273,9 +274,9 @@ class Trainer:
         from ..encode import autocast_context
         from ..models.losses import reconstruction_loss, symmetric_infonce
 
-        stop = self.cfg.recon_stop_grad
+        stop, multi = self.cfg.recon_stop_grad, self.cfg.recon_multi_query
         if stage_name == "stage1":
-            recon = reconstruction_loss(pq, text, stop_grad=stop)
+            recon = reconstruction_loss(pq, text, stop_grad=stop, multi=multi)
             return recon, {"recon": recon.detach()}
         with autocast_context(self.device, self.cfg.precision):
             sim = model.score(text, video)  # fp32 whatever the autocast (RetrievalModel.score)
@@ -283,7 +284,7 @@ class Trainer:
         parts = {"contrastive": con.detach()}
         total = con
         if pq is not None and self.cfg.lambda_recon:
-            recon = reconstruction_loss(pq, text, stop_grad=stop)
+            recon = reconstruction_loss(pq, text, stop_grad=stop, multi=multi)
             total = total + self.cfg.lambda_recon * recon
             parts["recon"] = recon.detach()
         return total, parts

@@ -20,6 +20,7 @@ def _epilog() -> str:
     # spelled out here: importing the model package would import torch and slow down `--help`
     return """\
 model presets: {pig,meanp,clipvip,xpool}-{vit-b-32,vit-b-16,tiny}  (`hybridtower info PRESET` shows one)
+  and PIG-M (opt-in, 4 pseudo-queries per video): pig-m4-vit-b-32, pig-m4-vit-b-16, pig-m4-tiny
 data formats:  msrvtt, msvd, vatex, didemo, clipvip, jsonl, images  (--data FORMAT:ROOT;
                `hybridtower data formats` describes the files each expects)
 
