@@ -1,0 +1,347 @@
+"""The framework comparison on the synthetic benchmark, end to end on a CPU (``hybridtower reproduce``).
+
+Steps, each reused when it was finished before in the same output folder with the same configuration:
+
+1. data: ``hybridtower synth`` of the chosen kind (``shapes`` or ``scenes``) into ``OUT/synth``;
+2. the tiny CLIP every framework starts from: ``pretrain-clip`` on the image-caption pairs, ``OUT/clip``;
+3. equal tuning (:mod:`.tuning`): every framework trains once per grid point (lr x new-module LR
+   multiplier) with seed 0 and is scored on the VALIDATION split; each framework's best point is chosen
+   there, never on test;
+4. every framework at its chosen point, for every seed, scored on the TEST split (the seed-0 run is the
+   grid's run at that point: same config, same seed); per-caption ranks are kept for the bootstrap;
+5. optional PIG variants (ablations for the investigation) at PIG's chosen point;
+6. the report (:mod:`.report`): mean ± SD, the premise check, paired differences with 95% intervals,
+   written to ``OUT/comparison.{md,json}`` (``ablations.*`` with variants, ``comparison-partial.*`` for a
+   subset of frameworks).
+
+Run folders: ``OUT/runs/<name>-<grid point>-seed<k>/`` are ordinary training runs (``hybridtower evaluate
+--checkpoint`` re-scores them) plus ``cell.json`` (the training config and summary) and
+``eval-<split>.json`` (metrics and the per-caption t2v ranks). A cell is retrained when its config
+changed; after changing the CODE, use a new output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import report as rep
+from . import tuning
+
+# The one recipe every framework gets; lr and new_module_lr_mult come from the tuning grid.
+RECIPE = {
+    "train_split": "train-9k",
+    "val_split": "none",  # no selection inside a run: the final weights are evaluated; tuning scores val afterwards
+    "stage1_steps": 0,  # single stage, as the official release; stage 1 is studied as a variant
+    "stage2_steps": 200,
+    "batch_size": 32,
+    "grad_accum": 1,
+    "lr": 3e-4,
+    "new_module_lr_mult": 1.0,
+    "weight_decay": 0.2,
+    "betas": [0.9, 0.98],
+    "eps": 1e-6,
+    "warmup_ratio": 0.1,
+    "schedule": "cosine",
+    "grad_clip": 1.0,
+    "lambda_recon": 1.0,
+    "precision": "fp32",
+    "logit_scale_from_clip": True,  # start from the tiny CLIP's temperature, as the release from OpenAI's (ln 100)
+    "num_workers": 2,  # decodes the training clips once (cache_frames), then training reads RAM
+    "cache_frames": True,
+    "eval_every": 0,
+    "log_every": 10,
+}
+FRAMEWORKS = {
+    "meanp": "Two-Tower meanP (CLIP4Clip)",
+    "clipvip": "Two-Tower CLIP-ViP",
+    "xpool": "Single-Tower X-Pool",
+    "pig": "Hybrid-Tower PIG",
+    "pigm4": "Hybrid-Tower PIG-M (M = 4)",
+}
+PRESETS = {"meanp": "meanp-tiny", "clipvip": "clipvip-tiny", "xpool": "xpool-tiny", "pig": "pig-tiny",
+           "pigm4": "pig-m4-tiny"}
+# PIG ablations for the investigation (rows of their own, at PIG's chosen grid point)
+VARIANTS = {
+    "pig-its-k0": ("PIG without ITS patch tokens (k = 0)", {"model_overrides": ["its.k=0"]}),
+    "pig-its-k32": ("PIG with k = 32 ITS patch tokens", {"model_overrides": ["its.k=32"]}),
+    "pig-its-all": ("PIG with every patch token (k = -1)", {"model_overrides": ["its.k=-1"]}),
+    "pig-no-recon": ("PIG without the reconstruction loss (lambda = 0)", {"lambda_recon": 0.0}),
+    "pig-recon5": ("PIG with lambda = 5", {"lambda_recon": 5.0}),
+    "pig-stage1-video": ("PIG + stage 1 on the training videos (generator only, +60 steps)", {"stage1_steps": 60}),
+    "pig-stage1-images": ("PIG + stage 1 on the image pairs (generator only, +60 steps)",
+                          {"stage1_steps": 60, "stage1_data": "images:{synth}/images.jsonl"}),
+    "pig-steps2x": ("PIG with twice the steps", {"steps_mult": 2}),
+}
+BUDGETS = {
+    # scenes: 2-4 scenes per clip, a caption per scene; 12 frames so that every scene is seen 3-6 times
+    "scenes": {"videos": 1000, "images": 3000, "pretrain_steps": 600, "pretrain_batch": 128, "steps": 120,
+               "batch_size": 32, "frames": 12, "seeds": [0, 1, 2, 3, 4], "lrs": [1e-4, 3e-4], "mults": [1.0, 10.0],
+               "arch": "hybridtower-tiny", "val_split": "val", "test_split": "test-3k"},
+    "shapes": {"videos": 1000, "images": 3000, "pretrain_steps": 600, "pretrain_batch": 128, "steps": 200,
+               "batch_size": 32, "frames": 8, "seeds": [0, 1, 2, 3, 4], "lrs": [1e-4, 3e-4], "mults": [1.0, 10.0],
+               "arch": "hybridtower-tiny", "val_split": "val", "test_split": "test-3k"},
+}
+QUICK = {"videos": 30, "images": 80, "pretrain_steps": 4, "pretrain_batch": 16, "steps": 3, "batch_size": 8,
+         "frames": 4, "seeds": [0, 1], "lrs": [3e-4], "mults": [1.0, 10.0], "arch": "hybridtower-tiny",
+         "val_split": "val", "test_split": "test-3k"}
+
+
+@dataclass
+class ComparisonOptions:
+    out_dir: str
+    kind: str = "scenes"
+    quick: bool = False
+    frameworks: list[str] | None = None  # None = every framework whose preset exists
+    variants: list[str] = field(default_factory=list)
+    budget: dict = field(default_factory=dict)  # overrides of the kind's budget (seeds, steps, ...)
+    tune: bool = True  # False: every framework at the first grid point (no validation runs)
+    num_workers: int | None = None
+    progress: bool = True
+    command: str = ""
+
+
+def available_frameworks() -> list[str]:
+    """The frameworks whose model preset this installation has (PIG-M arrives with its preset)."""
+    from .. import hub
+    from ..core.errors import ConfigError
+
+    out = []
+    for name, preset in PRESETS.items():
+        try:
+            hub.resolve_config(preset)
+        except (ConfigError, ValueError):
+            continue
+        out.append(name)
+    return out
+
+
+def labels() -> dict[str, str]:
+    return {**FRAMEWORKS, **{k: v[0] for k, v in VARIANTS.items()}}
+
+
+def resolve_budget(opts: ComparisonOptions) -> dict:
+    from ..core.errors import ConfigError
+
+    if opts.kind not in BUDGETS:
+        raise ConfigError(f"unknown synthetic kind {opts.kind!r}; choose one of {sorted(BUDGETS)}")
+    budget = dict(QUICK if opts.quick else BUDGETS[opts.kind])
+    unknown = set(opts.budget) - set(budget)
+    if unknown:
+        raise ConfigError(f"unknown budget key(s) {sorted(unknown)}")
+    budget.update({k: v for k, v in opts.budget.items() if v is not None})
+    return budget
+
+
+class Comparison:
+    """One output folder's comparison; see the module docstring for the steps."""
+
+    def __init__(self, opts: ComparisonOptions, log=print):
+        from ..core.errors import ConfigError
+
+        self.opts = opts
+        self.log = log
+        self.budget = resolve_budget(opts)
+        self.out = Path(opts.out_dir)
+        self.synth = self.out / "synth"
+        self.clip_dir = self.out / "clip"
+        self.runs = self.out / "runs"
+        have = available_frameworks()
+        wanted = opts.frameworks or have
+        missing = [f for f in wanted if f not in have]
+        if missing:
+            raise ConfigError(f"framework(s) {missing} have no model preset here ({[PRESETS[m] for m in missing]}); "
+                              f"available: {have}")
+        self.frameworks = list(wanted)
+        bad = [v for v in opts.variants if v not in VARIANTS]
+        if bad:
+            raise ConfigError(f"unknown variant(s) {bad}; known: {sorted(VARIANTS)}")
+        self.recipe = dict(RECIPE, stage2_steps=self.budget["steps"], batch_size=self.budget["batch_size"],
+                           num_frames=self.budget["frames"])
+        if opts.num_workers is not None:
+            self.recipe["num_workers"] = opts.num_workers
+
+    # ----- 1. data, 2. CLIP -----
+    def data(self) -> None:
+        from ..data.synthetic import SynthConfig, generate
+
+        cfg = SynthConfig(kind=self.opts.kind, videos=self.budget["videos"], images=self.budget["images"], seed=0)
+        meta = self.synth / "synth_meta.json"
+        wanted = {k: v for k, v in asdict(cfg).items() if k != "workers"}
+        if meta.is_file():
+            have = json.loads(meta.read_text()).get("config", {})
+            if {k: have.get(k) for k in wanted} == json.loads(json.dumps(wanted)):
+                return
+        self.log(f"generating the synthetic benchmark ({cfg.kind} kind, {cfg.videos} clips, {cfg.images} images)")
+        generate(self.synth, cfg, overwrite=True, progress=self.opts.progress)
+
+    def clip(self) -> dict:
+        from ..train.pretrain_clip import PretrainConfig, pretrain_clip
+
+        summary = self.clip_dir / "summary.json"
+        if summary.is_file():
+            info = json.loads(summary.read_text())
+            if info.get("steps") == self.budget["pretrain_steps"] and info.get("arch") == self.budget["arch"]:
+                return info
+        self.log(f"pretraining the tiny CLIP ({self.budget['arch']}, {self.budget['pretrain_steps']} steps)")
+        pretrain_clip(PretrainConfig(data=f"images:{self.synth}/images.jsonl", arch=self.budget["arch"],
+                                     steps=self.budget["pretrain_steps"], batch_size=self.budget["pretrain_batch"],
+                                     num_workers=0, seed=0), self.clip_dir, progress=self.opts.progress)
+        return json.loads(summary.read_text())
+
+    # ----- one cell: train with a config and seed, evaluate on a split -----
+    def cell_values(self, preset: str, point: dict, extra: dict | None = None) -> dict:
+        values = {**self.recipe, "model": preset, **point}
+        if self.budget["arch"] != "hybridtower-tiny":
+            values["model_overrides"] = [f"backbone.arch={self.budget['arch']}"]
+        for key, value in (extra or {}).items():
+            if key == "steps_mult":
+                values["stage2_steps"] = int(values["stage2_steps"] * value)
+            elif key == "model_overrides":
+                values["model_overrides"] = list(values.get("model_overrides", [])) + list(value)
+            elif key == "stage1_data":
+                values[key] = value.format(synth=self.synth)
+            else:
+                values[key] = value
+        return values
+
+    def train_cell(self, name: str, values: dict, seed: int) -> Path:
+        from ..train import TrainConfig, train
+
+        run_dir = self.runs / f"{name}-{tuning.point_tag(values)}-seed{seed}"
+        full = {**values, "seed": seed, "data": f"msrvtt:{self.synth}", "pretrained": str(self.clip_dir)}
+        marker = run_dir / "cell.json"
+        if marker.is_file() and json.loads(marker.read_text()).get("config") == json.loads(json.dumps(full)):
+            return run_dir
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # an interrupted or changed cell: start it again from scratch
+        cfg = TrainConfig(**full)
+        self.log(f"training {name} ({tuning.point_tag(values)}, seed {seed}): {cfg.stage2_steps} steps")
+        summary = train(cfg, run_dir, progress=self.opts.progress)
+        (run_dir / "train_state.pt").unlink(missing_ok=True)  # finished: the resume state is not needed
+        from ..core.io import atomic_write_json
+
+        atomic_write_json(marker, {"config": full, "summary": summary})
+        return run_dir
+
+    def eval_cell(self, run_dir: Path, split: str, ranks: bool = False) -> dict:
+        from .. import hub
+        from ..core.io import atomic_write_json
+        from ..data import load_split
+        from ..eval import evaluate
+
+        path = run_dir / f"eval-{split}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        model = hub.load_model(run_dir)
+        t0 = time.time()
+        metrics = evaluate(model, load_split(f"msrvtt:{self.synth}", split), batch_size=32, num_workers=0,
+                           progress=self.opts.progress, return_ranks=True)
+        cell = json.loads((run_dir / "cell.json").read_text())
+        result = {
+            "split": split, "framework": model.framework, "t2v": metrics["t2v"], "v2t": metrics["v2t"],
+            "num_videos": metrics["num_videos"], "num_captions": metrics["num_captions"],
+            "eval_seconds": round(time.time() - t0, 2), "train_seconds": cell["summary"].get("seconds"),
+            "steps": cell["summary"].get("steps"), "indexable": bool(model.query_independent),
+            "online_ms_per_query_1k_videos": round(online_cost_ms(model), 3) if ranks else None,
+            "t2v_ranks": [int(x) for x in metrics["ranks"]["t2v"]] if ranks else None,
+        }
+        atomic_write_json(path, result)
+        return result
+
+    # ----- 3. tuning -----
+    def tune(self) -> dict:
+        points = tuning.grid_points(self.budget["lrs"], self.budget["mults"])
+        if not self.opts.tune:
+            return {fw: {"grid": [], "chosen": points[0]} for fw in self.frameworks}
+        out = {}
+        for fw in self.frameworks:
+            scored = []
+            for point in points:
+                run_dir = self.train_cell(fw, self.cell_values(PRESETS[fw], point), 0)
+                val = self.eval_cell(run_dir, self.budget["val_split"])
+                scored.append((point, val))
+            chosen = tuning.choose(scored)
+            out[fw] = {"grid": [{"point": p, "score": tuning.select_score(v), "t2v": v["t2v"]} for p, v in scored],
+                       "chosen": chosen}
+            self.log(f"{fw}: chose {tuning.point_tag(chosen)} on validation "
+                     f"({', '.join(f'{tuning.point_tag(p)} {tuning.select_score(v):.1f}' for p, v in scored)})")
+        return out
+
+    # ----- 4.-5. test runs -----
+    def test_runs(self, chosen: dict) -> tuple[list[dict], dict]:
+        results, ranks0 = [], {}
+        cells = [(fw, self.cell_values(PRESETS[fw], chosen[fw]["chosen"])) for fw in self.frameworks]
+        pig_point = chosen.get("pig", {}).get("chosen") if self.opts.variants else None
+        for v in self.opts.variants:
+            if pig_point is None:
+                raise ValueError("variants need PIG in the comparison (its chosen grid point)")
+            cells.append((v, self.cell_values(PRESETS["pig"], pig_point, VARIANTS[v][1])))
+        for seed in self.budget["seeds"]:
+            for name, values in cells:
+                run_dir = self.train_cell(name, values, seed)
+                res = self.eval_cell(run_dir, self.budget["test_split"], ranks=True)
+                ranks = res.pop("t2v_ranks")
+                if seed == self.budget["seeds"][0]:
+                    ranks0[name] = ranks
+                results.append({"name": name, "seed": seed, **res})
+                self.log(f"{name} seed {seed}: test t2v R@1 {res['t2v']['R@1']:.1f}, R@5 {res['t2v']['R@5']:.1f}, "
+                         f"MdR {res['t2v']['MdR']:.0f}")
+        return results, ranks0
+
+    def run(self) -> dict:
+        t0 = time.time()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.data()
+        clip_info = self.clip()
+        chosen = self.tune()
+        results, ranks0 = self.test_runs(chosen)
+        names = labels()
+        rows = rep.aggregate(results, names)
+        pairs = list(rep.PAIRS) + [(v, "pig") for v in self.opts.variants]
+        first = results[0]
+        report = {
+            "command": self.opts.command, "kind": self.opts.kind, "budget": self.budget, "recipe": self.recipe,
+            "clip": clip_info, "select_metric": tuning.SELECT_METRIC, "tuning": chosen if self.opts.tune else {},
+            "header": {"num_videos": first["num_videos"], "num_captions": first["num_captions"],
+                       "test_split": self.budget["test_split"], "seeds": self.budget["seeds"],
+                       "title": f"Synthetic benchmark, {self.opts.kind} kind"},
+            "rows": rows, "premise": rep.premise_check(results),
+            "paired": rep.paired_table(results, pairs, ranks0),
+            "half_gap": [g for g in (rep.half_gap(results, metric=m) for m in ("R@5", "MdR")) if g],
+            "runs": results, "seconds": round(time.time() - t0, 1),
+        }
+        stem = "ablations" if self.opts.variants else \
+            "comparison" if set(self.frameworks) >= set(PRESETS) - {"pigm4"} else "comparison-partial"
+        from ..core.io import atomic_write_json, atomic_write_text
+
+        atomic_write_json(self.out / f"{stem}.json", report)
+        md = rep.markdown_report(report, names)
+        atomic_write_text(self.out / f"{stem}.md", md)
+        report["markdown"] = md
+        return report
+
+
+def online_cost_ms(model, num_videos: int = 1000, repeats: int = 20) -> float:
+    """Milliseconds to score ONE encoded query against ``num_videos`` stored video representations."""
+    import torch
+
+    d = model.embed_dim
+    shape = (num_videos, d) if model.query_independent else (num_videos, model.cfg.video.num_frames, d)
+    g = torch.Generator().manual_seed(0)
+    stored = torch.nn.functional.normalize(torch.randn(*shape, generator=g), dim=-1)
+    query = torch.nn.functional.normalize(torch.randn(1, d, generator=g), dim=-1)
+    model.eval()
+    with torch.no_grad():
+        model.score(query, stored)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            model.score(query, stored)
+    return (time.perf_counter() - t0) / repeats * 1000
+
+
+def run_comparison(opts: ComparisonOptions, log=print) -> dict:
+    return Comparison(opts, log).run()
