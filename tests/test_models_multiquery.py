@@ -56,6 +56,7 @@ def test_shapes(pigm):
         v = pigm.encode_video(f)
     d = pigm.embed_dim
     assert v.shape == (3, 4, d) and out.pseudo_query.shape == (3, 4, d)
+    assert pigm.vectors_per_video == 4 and pigm.query_independent
     torch.testing.assert_close(v.norm(dim=-1), torch.ones(3, 4))
     k_seg = pigm.segment_k()
     assert k_seg == 2 and out.its_positions.shape == (3, 4, k_seg)  # ceil(8 / 4)
@@ -114,7 +115,7 @@ def test_m1_is_bit_identical_to_pig(tiny_models, pigm):
         ref_tp = pig.generator(pig.generator_inputs(vt, pos))
         ref_v = F.normalize(pig.fusion(ref_tp, pig.fusion_tokens(vt)), dim=-1)
         t = pig.encode_text(tokens)
-    assert a.video.shape == (3, pig.embed_dim)
+    assert a.video.shape == (3, pig.embed_dim) and pig.vectors_per_video == 1
     assert torch.equal(a.video, b.video) and torch.equal(a.pseudo_query, b.pseudo_query)
     assert torch.equal(a.video, ref_v) and torch.equal(a.pseudo_query, ref_tp)
     assert torch.equal(pig.score(t, a.video), t @ a.video.t())

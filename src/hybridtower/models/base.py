@@ -96,6 +96,12 @@ class RetrievalModel(nn.Module):
     def forward(self, frames: torch.Tensor, tokens: torch.Tensor) -> ModelOutput:
         return ModelOutput(text=self.encode_text(tokens), video=self.encode_video(frames))
 
+    @property
+    def vectors_per_video(self) -> int:
+        """Stored vectors per video of a query-independent model: 1, or M for PIG-M (``encode_video`` then
+        returns [B, M, D] and a video's score is the max over its M vectors)."""
+        return int(getattr(self.cfg, "num_pseudo_queries", 1))
+
     # ----- bookkeeping -----
     @property
     def framework(self) -> str:
