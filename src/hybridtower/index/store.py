@@ -154,23 +154,27 @@ class Entry:
         """Inverse of ``to_record``; ValueError naming the problem when ``rec`` is not an entry."""
         if not isinstance(rec, dict):
             raise ValueError(f"a line is {type(rec).__name__}, not an object")
-        rec = dict(rec)
-        for key in ("path", "video_id"):
-            raw = rec.pop(f"{key}_b64", None)
-            if raw is not None:
-                try:
-                    rec[key] = os.fsdecode(base64.b64decode(str(raw), validate=True))
-                except (binascii.Error, ValueError):
-                    raise ValueError(f"`{key}_b64` is not base64") from None
-        values = {}
-        for f in fields(cls):
-            if f.name not in rec:
-                raise ValueError(f"an entry has no `{f.name}`")
-            v, want = rec[f.name], _ENTRY_TYPES[f.name]
-            if isinstance(v, bool) or not isinstance(v, want):
-                raise ValueError(f"`{f.name}` of an entry is {type(v).__name__}, not {want.__name__}")
-            values[f.name] = v
-        return cls(**values)
+        if "path_b64" in rec or "video_id_b64" in rec:
+            rec = dict(rec)
+            for key in ("path", "video_id"):
+                raw = rec.pop(f"{key}_b64", None)
+                if raw is not None:
+                    try:
+                        rec[key] = os.fsdecode(base64.b64decode(str(raw), validate=True))
+                    except (binascii.Error, ValueError):
+                        raise ValueError(f"`{key}_b64` is not base64") from None
+        try:
+            values = [rec[name] for name in _ENTRY_FIELDS]
+        except KeyError as exc:
+            raise ValueError(f"an entry has no `{exc.args[0]}`") from None
+        for name, v in zip(_ENTRY_FIELDS, values):
+            want = _ENTRY_TYPES[name]
+            if type(v) is not want:  # exact types: JSON gives int / str (bool is not an int here)
+                raise ValueError(f"`{name}` of an entry is {type(v).__name__}, not {want.__name__}")
+        return cls(*values)
+
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
 
 
 def _gen_name(prefix: str, gen: int, suffix: str) -> str:
@@ -335,14 +339,22 @@ def read_entries(index_dir: str | Path, manifest: dict) -> list[Entry]:
     data = _checked_bytes(Path(index_dir), name, manifest.get("checksums"), "the entries table")
     text = _utf8_text(name, data)
     segments = set(manifest.get("segments") or [])
+    numbered = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    try:  # one parse of the whole table (fast); on an error, parse line by line to name the line
+        records = json.loads("[" + ",".join(line for _, line in numbered) + "]")
+        if len(records) != len(numbered):
+            raise ValueError
+    except ValueError:
+        records = []
+        for lineno, line in numbered:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise damaged(name, f"line {lineno} is not valid JSON (column {exc.colno})") from None
     out, seen = [], set()
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for (lineno, _), rec in zip(numbered, records):
         try:
-            e = Entry.from_record(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise damaged(name, f"line {lineno} is not valid JSON (column {exc.colno})") from None
+            e = Entry.from_record(rec)
         except ValueError as exc:
             raise damaged(name, f"line {lineno}: {exc}") from None
         if e.id in seen:
@@ -434,8 +446,9 @@ def bad_rows(vectors: np.ndarray, frames: np.ndarray | None = None, unit: bool =
     out = {"non-finite": np.flatnonzero(~finite)}
     if unit:
         with np.errstate(invalid="ignore", over="ignore"):
-            norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
-        out["not unit-norm"] = np.flatnonzero(finite & (np.abs(norms - 1.0) > NORM_TOLERANCE))
+            sq = np.einsum("ij,ij->i", vectors, vectors)  # squared norms; |n - 1| <= tol  <=>  (1-tol)^2 <= n^2 <= (1+tol)^2
+        unit = (sq >= (1.0 - NORM_TOLERANCE) ** 2) & (sq <= (1.0 + NORM_TOLERANCE) ** 2)
+        out["not unit-norm"] = np.flatnonzero(finite & ~unit)
     return out
 
 
@@ -480,16 +493,19 @@ def gather_rows(index_dir: str | Path, entries: list[Entry], dim: int, with_fram
         want = np.asarray([entries[i].id for i in positions], dtype=np.int64)
         if rows.max(initial=-1) >= len(ids) or not np.array_equal(ids[rows], want):
             raise damaged(seg, "the segment does not hold the rows the entries table expects")
-        seg_frames = data["frames"][rows] if "frames" in data else None
-        bad = bad_rows(data["vectors"][rows], seg_frames)
-        text, bad_ids = describe_bad_rows(bad, want)
+        whole = len(rows) == len(ids) and np.array_equal(rows, np.arange(len(ids)))  # the usual case: no copy
+        sel = data["vectors"] if whole else data["vectors"][rows]
+        seg_frames = None if "frames" not in data else data["frames"] if whole else data["frames"][rows]
+        text, bad_ids = describe_bad_rows(bad_rows(sel, seg_frames), want)
         if text:
             raise damaged(seg, text, ids=bad_ids)
-        vectors[positions] = data["vectors"][rows]
+        pos = np.asarray(positions)
+        dest = slice(int(pos[0]), int(pos[0]) + len(pos)) if np.array_equal(pos, np.arange(pos[0], pos[0] + len(pos))) else pos
+        vectors[dest] = sel
         if with_frames and seg_frames is not None:
             if frames is None:
                 frames = np.zeros((len(entries),) + seg_frames.shape[1:], dtype=np.float32)
-            frames[positions] = seg_frames
+            frames[dest] = seg_frames
     return vectors, frames
 
 

@@ -73,7 +73,7 @@ def _strip_hint(exc: store.IndexFormatError) -> str:
 
 
 def _with_paths(message: str, ids: list[int], by_id: dict[int, store.Entry], shown: int = 3) -> str:
-    paths = [printable_path(by_id[i].path) for i in ids[:shown] if i in by_id]
+    paths = [printable_path(by_id[i].video_id) for i in ids[:shown] if i in by_id]
     if not paths:
         return message
     more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
