@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 EPILOG = """\
 examples:
@@ -15,6 +16,9 @@ examples:
   hybridtower data inspect --data msvd:datasets/msvd --video-root /mnt/msvd/YouTubeClips
 
 Exit status: 0 when every video is present (and, with --decode, readable); 1 otherwise.
+The report goes to stdout; the progress bar (only when stderr is a terminal) to stderr. Control
+characters in ids, paths and reasons are printed as escapes; unreadable files are named relative to
+the split's video folder.
 """
 
 
@@ -44,6 +48,7 @@ def register(subparsers) -> None:
     insp.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="decode processes (default 2)")
     insp.add_argument("--show", type=int, default=10, help="how many missing/unreadable ids to print (default 10; --json lists all)")
     insp.add_argument("--json", action="store_true", help="print the report as JSON")
+    insp.add_argument("--no-progress", action="store_true", help="no progress bar while decoding")
     insp.set_defaults(func=run_inspect)
     fmts = sub.add_parser("formats", help="list dataset formats and the files each expects under ROOT")
     fmts.set_defaults(func=run_formats)
@@ -53,8 +58,10 @@ def register(subparsers) -> None:
 def run_formats(args) -> int:
     from ...data.annotations import list_formats
 
+    from ...core.display import printable
+
     for name, desc in list_formats().items():
-        print(f"{name:8s} {desc}")
+        print(f"{name:8s} {printable(desc)}")
     return 0
 
 
@@ -67,9 +74,11 @@ def _check_video(job):
         return vid, None, list(arr.shape)
     except VideoDecodeError as exc:
         return vid, exc.reason, None
+    except Exception as exc:  # a decoder bug must not end the whole report; never show the full path
+        return vid, f"{type(exc).__name__}: {str(exc).replace(path, os.path.basename(path))}", None
 
 
-def _decode_all(split, frames: int, workers: int) -> tuple[list[dict], dict]:
+def _decode_all(split, frames: int, workers: int, progress: bool = True) -> tuple[list[dict], dict]:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -78,7 +87,8 @@ def _decode_all(split, frames: int, workers: int) -> tuple[list[dict], dict]:
     jobs = [(v.video_id, str(v.path), frames) for v in split.videos if v.path is not None]
     paths = {v.video_id: str(v.path) for v in split.videos if v.path is not None}
     bad, shapes = [], {}
-    bar = tqdm(total=len(jobs), desc=f"decode {split.name}", unit="video", leave=False)
+    bar = tqdm(total=len(jobs), desc=f"decode {split.name}", unit="video", leave=False, file=sys.stderr,
+               disable=not (progress and sys.stderr.isatty()))
     try:
         if workers <= 1 or len(jobs) < 8:
             results = map(_check_video, jobs)
@@ -118,7 +128,7 @@ def run_inspect(args) -> int:
         entry["missing"] = list(split.missing)
         problems |= bool(split.missing)
         if args.decode:
-            bad, sizes = _decode_all(split, args.frames, args.workers)
+            bad, sizes = _decode_all(split, args.frames, args.workers, progress=not args.no_progress)
             entry["decoded_ok"] = entry["videos"] - entry["videos_missing"] - len(bad)
             entry["unreadable"] = bad
             entry["frame_sizes"] = sizes
@@ -131,13 +141,25 @@ def run_inspect(args) -> int:
     return 1 if problems else 0
 
 
+def _shown_path(path: str, video_root: str) -> str:
+    """``path`` relative to the split's video folder when it lies inside it, else its base name."""
+    if video_root:
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(video_root))
+        if not rel.startswith(os.pardir):
+            return rel
+    return os.path.basename(path)
+
+
 def _print_report(report: dict, show: int) -> None:
-    print(f"dataset {report['data']}")
+    from ...core.display import printable, printable_path
+
+    print(f"dataset {printable(report['data'])}")
     for e in report["splits"]:
         cpv = e["captions_per_video"]
+        root = printable_path(e["video_root"]) if e["video_root"] else "-"
         print(
-            f"  split {e['split']}: {e['videos']} videos, {e['captions']} captions "
-            f"({cpv['min']}-{cpv['max']} per video, mean {cpv['mean']}); videos from {e['video_root'] or '-'}"
+            f"  split {printable(e['split'])}: {e['videos']} videos, {e['captions']} captions "
+            f"({cpv['min']}-{cpv['max']} per video, mean {cpv['mean']}); videos from {root}"
         )
         if e["videos_without_captions"]:
             print(f"    {e['videos_without_captions']} videos have no caption")
@@ -145,7 +167,7 @@ def _print_report(report: dict, show: int) -> None:
             print(
                 f"    MISSING: {len(e['missing'])} video files not found "
                 f"({e['captions_of_missing_videos']} captions refer to them): "
-                + ", ".join(e["missing"][:show])
+                + ", ".join(printable(m) for m in e["missing"][:show])
                 + (" ..." if len(e["missing"]) > show else "")
             )
         else:
@@ -154,6 +176,7 @@ def _print_report(report: dict, show: int) -> None:
             sizes = ", ".join(f"{k} ({n})" for k, n in sorted(e["frame_sizes"].items()))
             print(f"    decoded OK: {e['decoded_ok']} videos; frame sizes: {sizes or '-'}")
             for b in e["unreadable"][:show]:
-                print(f"    UNREADABLE {b['video_id']}: {b['path']}: {b['reason']}")
+                shown = printable_path(_shown_path(b["path"], e["video_root"]))
+                print(f"    UNREADABLE {printable(b['video_id'])}: {shown}: {printable(b['reason'])}")
             if len(e["unreadable"]) > show:
                 print(f"    ... {len(e['unreadable']) - show} more unreadable (use --json for all)")

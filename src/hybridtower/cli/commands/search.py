@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 HELP = "search an index built by `hybridtower index` with a text query"
 DESCRIPTION = """\
 Encode the query once and rank the indexed videos: one inner product per video for PIG / Two-Tower
 indexes (exact, or the IVF/HNSW structure the index was built with), candidates + X-Pool fusion
-re-ranking for X-Pool indexes. Prints rank, score, id and path, and the time the search took.
+re-ranking for X-Pool indexes. Prints rank, score, id and path, and the time the search took, on
+stdout; notes (a cut query, k capped, ...) go to stderr. Control characters in file names are shown
+as escapes, never sent to the terminal raw; --json escapes everything outside ASCII.
 The model is the checkpoint recorded in the index unless --checkpoint names another copy of it
 (a checkpoint of a different model is refused)."""
 EPILOG = """\
@@ -38,6 +41,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import time
 
+    from ...core.display import printable, printable_path
     from ...index import Searcher
 
     t0 = time.perf_counter()
@@ -50,14 +54,16 @@ def run(args) -> int:
         out["load_ms"] = round(load_ms, 1)
         out["index"] = {"dir": str(args.index_dir), "count": len(searcher), "model": searcher.manifest["model"]["name"],
                         "search": searcher.ann_kind, "kind": searcher.manifest.get("index_kind")}
-        print(json.dumps(out, indent=2, ensure_ascii=False))
+        # ASCII-only JSON: a file name's control characters (ESC, C1 codes) or undecodable bytes can
+        # neither reach the terminal raw nor break the encoding; JSON readers get the exact name back
+        print(json.dumps(out, indent=2, ensure_ascii=True))
         return 0
     for note in result.notes:
-        print(f"note: {note}")
+        print(f"note: {printable(note)}", file=sys.stderr)
     if not result.hits:
         print("no results")
     for rank, h in enumerate(result.hits, 1):
-        print(f"{rank:>3}  {h.score:+.4f}  [{h.id}]  {h.path}")
+        print(f"{rank:>3}  {h.score:+.4f}  [{h.id}]  {printable_path(h.path)}")
     print(f"{len(result.hits)} of {len(searcher)} videos in {result.took_ms:.1f} ms "
           f"(model and index loaded in {load_ms / 1e3:.1f} s)")
     return 0
