@@ -135,3 +135,17 @@ def test_fifo_and_device_are_refused_without_reading(tmp_path):
             assert str(tmp_path) not in str(err.value)
     with pytest.raises(VideoDecodeError, match="is a directory"):
         read_frames(tmp_path)
+
+
+def test_a_stream_that_changes_size_comes_back_at_its_first_size(tmp_path):
+    """Two raw H.264 streams back to back: 64x64 then 128x96. Every frame is scaled to the first size
+    (before, stacking frames of two sizes failed with a ValueError)."""
+    parts = []
+    for name, (w, h, value) in {"a.h264": (64, 64, 200), "b.h264": (128, 96, 50)}.items():
+        write_video(np.full((4, h, w, 3), value, np.uint8), tmp_path / name, "h264", "libx264", 10)
+        parts.append((tmp_path / name).read_bytes())
+    joined = tmp_path / "joined.h264"
+    joined.write_bytes(b"".join(parts))
+    frames = read_all_frames(joined)
+    assert frames.shape == (8, 64, 64, 3)
+    assert (frames[:4, 10, 10, 0] > 150).all() and (frames[4:, 10, 10, 0] < 100).all()
