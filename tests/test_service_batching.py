@@ -195,3 +195,21 @@ def test_http_batching_on_off_and_cache_agree(real, tmp_path):
         np.testing.assert_allclose([h["score"] for h in a["hits"]], [h["score"] for h in b["hits"]], atol=2e-6)
         np.testing.assert_allclose([h["score"] for h in a["hits"]], [h["score"] for h in c["hits"]], atol=2e-6)
         assert a["truncated"] == b["truncated"] and a["notes"] == b["notes"] and a["num_tokens"] == b["num_tokens"]
+
+
+def test_finish_runs_after_the_encode_and_fails_alone():
+    enc = FakeEncoder()
+    now = [0.0]
+    b = QueryBatcher(window_ms=1000, max_batch=2, clock=lambda: now[0])
+    try:
+        def boom(v):
+            raise KeyError("this request only")
+
+        ok = b.submit(enc, "a", finish=lambda v: ("ranked", float(v.sum())))
+        bad = b.submit(enc, "b", finish=boom)
+        assert ok.result(timeout=10) == ("ranked", pytest.approx(float(enc.vector("a").sum())))
+        with pytest.raises(KeyError):
+            bad.result(timeout=10)
+        assert [c[0] for c in enc.calls] == [["a", "b"]]
+    finally:
+        b.close()

@@ -293,25 +293,27 @@ def create_app(
                 return s.search(text, k=k, **kw)
         return s.search(text, k=k, **kw)
 
-    async def query_vector(s, text: str):
-        """The query's vector through the cache and the batcher, or None (the searcher encodes itself)."""
+    async def encode_and_search(s, text: str, k: int):
+        """Search ``text``: its vector from the cache, else encoded in a batch with concurrent requests
+        (ranked in the batcher's worker right after), else by the searcher itself (unbatched)."""
         if not _can_batch(s) or (batcher is None and cache is None):
-            return None
+            return await run_in_threadpool(run_search, s, text, k, None)
         from ..index.searcher import clean_query as searcher_clean  # the text the searcher would encode
 
         encoded_text, _ = searcher_clean(text)
         key = (_model_key(s), encoded_text)
-        if cache is not None:
-            v = cache.get(key)
-            if v is not None:
-                return v
-        if batcher is not None:
-            v = await batcher.aencode(s, encoded_text)
-        else:
-            v = (await run_in_threadpool(s.encode_queries, [encoded_text]))[0]
-        if cache is not None:
-            cache.put(key, v)
-        return v
+        vector = cache.get(key) if cache is not None else None
+        if vector is None and batcher is not None:
+            def finish(v):
+                if cache is not None:
+                    cache.put(key, v)
+                return run_search(s, text, k, v)
+
+            return await batcher.aencode(s, encoded_text, finish)
+        if vector is None:
+            vector = (await run_in_threadpool(s.encode_queries, [encoded_text]))[0]
+            cache.put(key, vector)
+        return await run_in_threadpool(run_search, s, text, k, vector)
 
     @get_and_head("/search")
     async def search(request: Request):
@@ -338,8 +340,7 @@ def create_app(
                 notes.append(f"k lowered from {k} to the maximum {max_k}")
                 k = max_k
         try:
-            vector = await query_vector(s, cq.text)
-            result = await run_in_threadpool(run_search, s, cq.text, k, vector)
+            result = await encode_and_search(s, cq.text, k)
         except query_errors as exc:  # type: ignore[misc]
             return error(400, "invalid_query", str(exc))
         except EmptyQuery as exc:

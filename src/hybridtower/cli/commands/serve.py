@@ -55,8 +55,8 @@ def register(sub) -> None:
                         "127.0.0.1, [::1] and --host). Others get 400 (DNS rebinding)")
     p.add_argument("--no-batching", action="store_true",
                    help="encode each query on its own instead of batching concurrent ones")
-    p.add_argument("--batch-window-ms", type=float, default=5.0,
-                   help="longest time a query waits for others to share its encode (default 5 ms)")
+    p.add_argument("--batch-window-ms", type=float, default=2.0,
+                   help="longest time a query waits for others to share its encode (default 2 ms; 0 = encode at once what has queued)")
     p.add_argument("--max-batch", type=int, default=32, help="most queries per batched encode (default 32)")
     p.add_argument("--query-cache", type=int, default=4096, metavar="N",
                    help="keep the vectors of the last N distinct queries (default 4096; 0 = off)")
