@@ -109,6 +109,8 @@ def test_clip_names_that_cannot_work_say_why():
         hub.create_model("clip:ViT-B-23")
     with pytest.raises(ConfigError, match="not supported: .*tokenizer|not supported: .*text tower"):
         hub.create_model("clip:ViT-B-16-SigLIP")
+    with pytest.raises(ConfigError, match="not supported: its image tower is a timm model"):
+        hub.create_model("clip:convnext_tiny")
 
 
 def test_clip_model_builds_on_a_resnet_backbone():

@@ -105,17 +105,21 @@ def open_clip_config(arch: str) -> dict | None:
     return open_clip.get_model_config(arch)
 
 
-def text_tower_problem(model_cfg: dict) -> str | None:
-    """Why hybridtower's text side (CLIP's transformer read at EOT, CLIP's BPE) cannot use an open_clip model
-    config, or None when it can."""
+def backbone_problem(model_cfg: dict) -> str | None:
+    """Why hybridtower's models cannot be built on an open_clip model config, or None when they can: the
+    text side is CLIP's transformer read at EOT with CLIP's BPE, and the video side reads the image tower's
+    ``output_dim`` (which open_clip's timm towers lack)."""
     text = model_cfg.get("text_cfg", {})
+    problems = []
     if model_cfg.get("custom_text") or "hf_model_name" in text or "multimodal_cfg" in model_cfg:
-        return "its text tower is not CLIP's own transformer"
+        problems.append("its text tower is not CLIP's own transformer")
     if "hf_tokenizer_name" in text or "tokenizer_kwargs" in text or "eos_id" in text:
-        return "it uses another tokenizer than CLIP's BPE"
+        problems.append("it uses another tokenizer than CLIP's BPE")
     if text.get("pool_type", "argmax") != "argmax" or text.get("embed_cls") or text.get("no_causal_mask"):
-        return "its text feature is not read at the EOT token of a causal transformer"
-    return None
+        problems.append("its text feature is not read at the EOT token of a causal transformer")
+    if "timm_model_name" in model_cfg.get("vision_cfg", {}):
+        problems.append("its image tower is a timm model")
+    return "; ".join(problems) or None
 
 
 def list_clip_archs() -> list[str]:
@@ -123,7 +127,7 @@ def list_clip_archs() -> list[str]:
     import open_clip
 
     _register_package_archs()
-    return [a for a in open_clip.list_models() if text_tower_problem(open_clip_config(a) or {}) is None]
+    return [a for a in open_clip.list_models() if backbone_problem(open_clip_config(a) or {}) is None]
 
 
 def _close(name: str, names: list[str]) -> str:
@@ -144,10 +148,10 @@ def clip_config(arch: str, overrides: list[str] | None = None) -> ModelConfig:
     if model_cfg is None:
         raise ConfigError(f"unknown open_clip architecture {arch!r} in '{CLIP_PREFIX}{arch}'"
                           f"{_close(arch, open_clip.list_models())}; hybridtower.hub.list_clip_archs() lists them")
-    problem = text_tower_problem(model_cfg)
+    problem = backbone_problem(model_cfg)
     if problem:
         raise ConfigError(f"'{CLIP_PREFIX}{arch}' is not supported: {problem} (hybridtower.hub.list_clip_archs() "
-                          "lists the supported architectures: OpenAI/LAION CLIP ViTs, ResNets, ConvNeXts, ...)")
+                          "lists the supported architectures: CLIP's ViTs and ResNets)")
     data = {
         "framework": "meanp",
         "name": f"{CLIP_PREFIX}{arch}",
