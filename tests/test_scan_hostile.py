@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -151,6 +152,10 @@ def test_file_that_changes_while_hashed_is_reported(tmp_path, monkeypatch, how):
     with pytest.raises(FileChangedError) as err:
         file_fingerprint(str(path), chunk=4096)
     assert "changed while it was read" in err.value.strerror and isinstance(err.value, OSError)
+    again = pickle.loads(pickle.dumps(err.value))  # crosses worker processes intact
+    assert type(again) is FileChangedError and again.strerror == err.value.strerror
+    nr = pickle.loads(pickle.dumps(NotRegularFileError("a FIFO (named pipe)")))
+    assert nr.kind == "a FIFO (named pipe)" and "not a regular file" in nr.strerror
 
 
 def test_index_run_skips_fifo_and_dev_zero_and_finishes(hostile, tmp_path):

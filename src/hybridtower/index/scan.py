@@ -39,6 +39,9 @@ class FileChangedError(OSError):
         super().__init__(errno.EAGAIN, "the file changed while it was read (still being written?); "
                                        "it is picked up by the next run once it stops changing")
 
+    def __reduce__(self):  # picklable across worker processes
+        return (type(self), ())
+
 
 @dataclass(frozen=True)
 class FoundFile:
