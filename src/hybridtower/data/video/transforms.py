@@ -58,8 +58,13 @@ class PreprocessConfig:
         )
 
 
-def preprocess_frames(frames: np.ndarray, cfg: PreprocessConfig | None = None):
-    """uint8 ``[T, H, W, 3]`` RGB -> float32 ``torch.Tensor [T, 3, S, S]`` (resized, normalised)."""
+def preprocess_frames(frames: np.ndarray, cfg: PreprocessConfig | None = None, chunk: int = 4):
+    """uint8 ``[T, H, W, 3]`` RGB -> float32 ``torch.Tensor [T, 3, S, S]`` (resized, normalised).
+
+    Frames are converted to float and resized ``chunk`` at a time, so the float copy at the input size
+    (4 bytes a sample, 4x the decoded frames) never exists for the whole clip at once; each frame is
+    resized on its own, so the result does not depend on ``chunk``.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -68,22 +73,27 @@ def preprocess_frames(frames: np.ndarray, cfg: PreprocessConfig | None = None):
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected frames of shape [T, H, W, 3], got {tuple(frames.shape)}")
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
     s = int(cfg.image_size)
-    h, w = x.shape[-2:]
+    t, h, w = frames.shape[:3]
     if cfg.resize_mode == "squash":
         out_hw = (s, s)
     else:
         scale = s / min(h, w)
         out_hw = (max(s, round(h * scale)), max(s, round(w * scale)))
-    if (h, w) != out_hw:
-        kw = {} if cfg.interpolation == "nearest" else {"align_corners": False, "antialias": True}
-        x = F.interpolate(x, size=out_hw, mode=cfg.interpolation, **kw)
-    if cfg.resize_mode == "shortest":
-        top = (x.shape[-2] - s) // 2
-        left = (x.shape[-1] - s) // 2
-        x = x[..., top : top + s, left : left + s]
-    x = x.clamp_(0.0, 1.0)  # bicubic overshoot; PIL clamps to uint8 range too
-    mean = torch.tensor(cfg.mean, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std, dtype=x.dtype).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous()
+    kw = {} if cfg.interpolation == "nearest" else {"align_corners": False, "antialias": True}
+    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1)
+    out = torch.empty((t, 3, s, s), dtype=torch.float32)
+    step = max(1, int(chunk))
+    for start in range(0, t, step):
+        part = np.ascontiguousarray(frames[start : start + step])
+        x = torch.from_numpy(part).permute(0, 3, 1, 2).float().div_(255.0)
+        if (h, w) != out_hw:
+            x = F.interpolate(x, size=out_hw, mode=cfg.interpolation, **kw)
+        if cfg.resize_mode == "shortest":
+            top = (x.shape[-2] - s) // 2
+            left = (x.shape[-1] - s) // 2
+            x = x[..., top : top + s, left : left + s]
+        x = x.clamp_(0.0, 1.0)  # bicubic overshoot; PIL clamps to uint8 range too
+        out[start : start + x.shape[0]] = (x - mean) / std
+    return out
