@@ -78,7 +78,26 @@ def test_index_built_with_compressed_kind(kind, tmp_path):
     build_index([tmp_path / "synth" / "videos"], tmp_path / "idx", ckpt,
                 IndexOptions(progress=False, batch_size=4, num_workers=0, ann=kind))
     s = Searcher.open(tmp_path / "idx")
-    assert s.ann_kind == kind and s.search_path == {"kind": kind}
+    assert s.ann_kind == kind and s.search_path["kind"] == kind and s.search_path["threads"] in ("configured", "1")
     for i in range(len(s)):  # each stored video finds itself first
         assert s.search_vector(s.vector(i), k=2).hits[0].id == i
     assert len(s.search("a red ball", k=10).hits) == 4
+
+
+def test_threaded_search_answers_the_same_and_restores_threads():
+    import faiss
+
+    from hybridtower.index.ann import ThreadedSearch
+
+    x, q, target = _clear_margin(seed=2)
+    index = build_ann(x, "sq8")
+    before = faiss.omp_get_max_threads()
+    wrapped = ThreadedSearch(index, threads=1)
+    s1, r1 = search_ann(wrapped, q, 5)
+    assert faiss.omp_get_max_threads() == before
+    s0, r0 = search_ann(index, q, 5)
+    np.testing.assert_array_equal(r1, r0)
+    np.testing.assert_allclose(s1, s0, atol=1e-6)
+    cal = wrapped.calibrate(budget_s=0.05)
+    assert cal["threads"] in ("configured", "1") and set(cal["median_ms"]) == {"configured", "1"}
+    assert wrapped.ntotal == len(x) and wrapped.reconstruct(3).shape == (x.shape[1],)

@@ -158,7 +158,7 @@ class Searcher:
                    exact_kernel=exact_kernel)
 
     def _open_ann(self, vectors, exact_kernel: str):
-        from .ann import load_ann, resolve_params
+        from .ann import ThreadedSearch, load_ann, resolve_params
         from .exact import ExactIndex
 
         ann = self.manifest.get("ann") or {}
@@ -167,9 +167,13 @@ class Searcher:
         if kind != "flat" and ann.get("file") and ann.get("count") == n:
             path = self.index_dir / ann["file"]
             try:
-                return kind, load_ann(path, kind, ann.get("params") or resolve_params(kind, ann.get("requested"), n))
+                index = load_ann(path, kind, ann.get("params") or resolve_params(kind, ann.get("requested"), n))
             except RuntimeError as exc:
                 raise store.IndexFormatError(f"FAISS index {path} is unreadable: {exc}") from exc
+            index = ThreadedSearch(index)
+            if exact_kernel == "auto":  # same rule as exact search: one thread or all, whichever is faster here
+                index.calibrate()
+            return kind, index
         # exact search (or an ANN structure not built yet by an interrupted run): the kernel that is fastest
         # for this N on this machine, timed on these vectors now (index/exact.py)
         exact = ExactIndex(vectors, exact_kernel)
@@ -178,11 +182,14 @@ class Searcher:
 
     @property
     def search_path(self) -> dict:
-        """How queries are answered: ``{"kind": "flat"|ANN kind, "kernel": ..., "calibration": {...}}``
-        (kernel and calibration for exact search only; see :mod:`hybridtower.index.exact`)."""
+        """How queries are answered: ``{"kind": "flat", "kernel": ..., "calibration": {...}}`` for exact search
+        (:mod:`hybridtower.index.exact`); ``{"kind": ANN kind, "threads": "configured"|"1", "calibration":
+        {...}}`` for a FAISS index (:class:`hybridtower.index.ann.ThreadedSearch`)."""
         out = {"kind": self.ann_kind}
         if self._vectors is not None:
             out.update(kernel=self._ann.kernel, calibration=self._ann.calibration)
+        elif self._ann.calibration is not None:
+            out.update(threads=self._ann.calibration["threads"], calibration=self._ann.calibration)
         return out
 
     # ----- queries -----
