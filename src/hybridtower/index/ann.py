@@ -183,7 +183,10 @@ class ThreadedSearch:
             self.search(q, k)
         per_round = max(time.perf_counter() - t0, 1e-9)
         repeats = int(min(max_repeats, max(min_repeats, math.ceil(budget_s / per_round))))
+        started = time.perf_counter()
         for r in range(repeats):
+            if r >= min_repeats and time.perf_counter() - started > 2 * budget_s:
+                break
             for name in (list(options) if r % 2 == 0 else list(options)[::-1]):
                 self.threads = options[name]
                 t0 = time.perf_counter()
@@ -192,5 +195,5 @@ class ThreadedSearch:
         med = {name: statistics.median(v) for name, v in samples.items()}
         best = min(med, key=med.get)
         self.threads = options[best]
-        self.calibration = {"threads": best, "repeats": repeats, "median_ms": {n: round(v, 4) for n, v in med.items()}}
+        self.calibration = {"threads": best, "repeats": len(samples[best]), "median_ms": {n: round(v, 4) for n, v in med.items()}}
         return self.calibration

@@ -74,8 +74,8 @@ class ExactIndex:
 
         Kernels alternate (a, b, c, c, b, a, ...) so that load drift on a shared machine hits all alike. A
         kernel whose first (warm-up) call is over 2x the fastest one is dropped without more repeats.
-        Returns (and keeps in ``self.calibration``) the timings; takes about ``budget_s`` seconds, or
-        ``min_repeats`` searches per kernel on large galleries.
+        Returns (and keeps in ``self.calibration``) the timings; takes about ``budget_s`` seconds (at most
+        twice that after ``min_repeats`` rounds), or ``min_repeats`` searches per kernel on large galleries.
         """
         if self.ntotal == 0:
             self.kernel = "torch"
@@ -99,7 +99,10 @@ class ExactIndex:
         per_round = sum(warm[n] for n in live)
         repeats = int(min(max_repeats, max(min_repeats, math.ceil(budget_s / max(per_round, 1e-9)))))
         samples: dict[str, list[float]] = {n: [] for n in live}
+        started = time.perf_counter()
         for r in range(repeats):
+            if r >= min_repeats and time.perf_counter() - started > 2 * budget_s:
+                break  # calls got slower than the warm-up said (a loaded machine): stop at the time cap
             for name in (live if r % 2 == 0 else live[::-1]):
                 self.kernel = name
                 t0 = time.perf_counter()
@@ -108,7 +111,7 @@ class ExactIndex:
         med = {n: float(np.median(v)) * 1e3 for n, v in samples.items()}
         self.kernel = min(med, key=med.get)
         self.calibration = {
-            "kernel": self.kernel, "n": self.ntotal, "d": self.d, "repeats": repeats,
+            "kernel": self.kernel, "n": self.ntotal, "d": self.d, "repeats": len(samples[live[0]]),
             "median_ms": {n: round(v, 4) for n, v in med.items()},
             "dropped_after_warmup_ms": {n: round(warm[n] * 1e3, 4) for n in kernels if n not in live},
         }
