@@ -80,3 +80,12 @@ def test_variants_are_listed_and_errors_are_clear(capsys):
     assert all(name in out for name in VARIANTS)
     assert main(["reproduce", "synthetic", "--out-dir", "unused", "--variants", "nope"]) == 2
     assert "unknown variant" in capsys.readouterr().err
+
+
+def test_online_cost_scores_every_stored_vector():
+    from hybridtower import hub
+    from hybridtower.experiments.comparison import available_frameworks, online_cost_ms
+
+    assert {"meanp", "clipvip", "xpool", "pig"} <= set(available_frameworks())
+    model = hub.create_model("meanp-tiny")
+    assert online_cost_ms(model, num_videos=50, repeats=2) > 0

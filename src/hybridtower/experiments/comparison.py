@@ -100,6 +100,7 @@ class ComparisonOptions:
     budget: dict = field(default_factory=dict)  # overrides of the kind's budget (seeds, steps, ...)
     tune: bool = True  # False: every framework at the first grid point (no validation runs)
     num_workers: int | None = None
+    threads: int | None = None  # torch CPU threads (None = torch's default); results are deterministic per count
     progress: bool = True
     command: str = ""
 
@@ -293,7 +294,11 @@ class Comparison:
         return results, ranks0
 
     def run(self) -> dict:
+        import torch
+
         t0 = time.time()
+        if self.opts.threads:
+            torch.set_num_threads(self.opts.threads)
         self.out.mkdir(parents=True, exist_ok=True)
         self.data()
         clip_info = self.clip()
@@ -312,7 +317,7 @@ class Comparison:
             "rows": rows, "premise": rep.premise_check(results),
             "paired": rep.paired_table(results, pairs, ranks0),
             "half_gap": [g for g in (rep.half_gap(results, metric=m) for m in ("R@5", "MdR")) if g],
-            "runs": results, "seconds": round(time.time() - t0, 1),
+            "runs": results, "seconds": round(time.time() - t0, 1), "torch_threads": torch.get_num_threads(),
         }
         stem = "ablations" if self.opts.variants else \
             "comparison" if set(self.frameworks) >= set(PRESETS) - {"pigm4"} else "comparison-partial"
@@ -330,7 +335,11 @@ def online_cost_ms(model, num_videos: int = 1000, repeats: int = 20) -> float:
     import torch
 
     d = model.embed_dim
-    shape = (num_videos, d) if model.query_independent else (num_videos, model.cfg.video.num_frames, d)
+    per_video = int(getattr(model, "vectors_per_video", 1) or 1)  # PIG-M stores M vectors per video
+    if not model.query_independent:
+        shape = (num_videos, model.cfg.video.num_frames, d)
+    else:
+        shape = (num_videos, per_video, d) if per_video > 1 else (num_videos, d)
     g = torch.Generator().manual_seed(0)
     stored = torch.nn.functional.normalize(torch.randn(*shape, generator=g), dim=-1)
     query = torch.nn.functional.normalize(torch.randn(1, d, generator=g), dim=-1)

@@ -52,6 +52,8 @@ def register(sub) -> None:
     p.add_argument("--variants", default="", help="comma-separated PIG ablations to add (see --list-variants)")
     p.add_argument("--list-variants", action="store_true", help="print the variants and exit")
     p.add_argument("--num-workers", type=int, help="decoding workers for training (default 2)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; on a shared machine 1 is "
+                   "much faster than oversubscribed threads). Results are deterministic for a given count")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -66,7 +68,7 @@ def command_line(args, variants: list[str]) -> str:
         if value:
             parts.append(flag + " " + " ".join(str(x) for x in value))
     for flag, value in (("--steps", args.steps), ("--pretrain-steps", args.pretrain_steps), ("--videos", args.videos),
-                        ("--frames", args.frames)):
+                        ("--frames", args.frames), ("--threads", args.threads)):
         if value is not None:
             parts.append(f"{flag} {value}")
     if args.no_tune:
@@ -97,6 +99,7 @@ def run(args) -> int:
               "frames": args.frames, "lrs": args.lrs, "mults": args.mults}
     opts = ComparisonOptions(out_dir=args.out_dir, kind=args.kind, quick=args.quick, frameworks=args.frameworks,
                              variants=variants, budget=budget, tune=not args.no_tune, num_workers=args.num_workers,
+                             threads=args.threads,
                              progress=not args.no_progress, command=command_line(args, variants))
     report = run_comparison(opts, log=log)
     print(report["markdown"])
