@@ -123,7 +123,7 @@ def backbone_problem(model_cfg: dict) -> str | None:
 
 
 def list_clip_archs() -> list[str]:
-    """The open_clip architectures ``clip:ARCH`` (and every framework) can be built on."""
+    """The open_clip architectures ``clip:ARCH`` can be built on (PIG and CLIP-ViP also need a ViT image tower)."""
     import open_clip
 
     _register_package_archs()
