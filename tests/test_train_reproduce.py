@@ -89,3 +89,11 @@ def test_online_cost_scores_every_stored_vector():
     assert {"meanp", "clipvip", "xpool", "pig"} <= set(available_frameworks())
     model = hub.create_model("meanp-tiny")
     assert online_cost_ms(model, num_videos=50, repeats=2) > 0
+
+
+def test_breakdown_by_caption_group():
+    table = rep.breakdown({"a": [[1, 1, 10, 20], [1, 3, 10, 30]]}, [2, 2, 4, 4])
+    assert table["_count"] == {"2": 2, "4": 2}
+    assert table["a"]["2"]["R@1"] == pytest.approx(75.0)  # seed 0: 100, seed 1: 50
+    assert table["a"]["4"]["MdR"] == pytest.approx(17.5)  # medians 15 and 20
+    assert "| Two |" in rep.markdown_breakdown(table, {"a": "Two"}, "x")

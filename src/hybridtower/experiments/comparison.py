@@ -78,7 +78,7 @@ VARIANTS = {
 }
 BUDGETS = {
     # scenes: 2-4 scenes per clip, a caption per scene; 12 frames so that every scene is seen 3-6 times
-    "scenes": {"videos": 1000, "images": 3000, "pretrain_steps": 600, "pretrain_batch": 128, "steps": 120,
+    "scenes": {"videos": 1000, "images": 3000, "pretrain_steps": 300, "pretrain_batch": 128, "steps": 120,
                "batch_size": 32, "frames": 12, "seeds": [0, 1, 2, 3, 4], "lrs": [1e-4, 3e-4], "mults": [1.0, 10.0],
                "arch": "hybridtower-tiny", "val_split": "val", "test_split": "test-3k"},
     "shapes": {"videos": 1000, "images": 3000, "pretrain_steps": 600, "pretrain_batch": 128, "steps": 200,
@@ -164,6 +164,7 @@ class Comparison:
                            num_frames=self.budget["frames"])
         if opts.num_workers is not None:
             self.recipe["num_workers"] = opts.num_workers
+        self.all_ranks: dict[str, list] = {}  # run name -> per-seed per-caption test t2v ranks
 
     # ----- 1. data, 2. CLIP -----
     def data(self) -> None:
@@ -288,10 +289,21 @@ class Comparison:
                 ranks = res.pop("t2v_ranks")
                 if seed == self.budget["seeds"][0]:
                     ranks0[name] = ranks
+                self.all_ranks.setdefault(name, []).append(ranks)
                 results.append({"name": name, "seed": seed, **res})
                 self.log(f"{name} seed {seed}: test t2v R@1 {res['t2v']['R@1']:.1f}, R@5 {res['t2v']['R@5']:.1f}, "
                          f"MdR {res['t2v']['MdR']:.0f}")
         return results, ranks0
+
+    def scene_counts(self) -> list[int] | None:
+        """For the scenes kind: the number of scenes in each test caption's clip (test split order)."""
+        from ..data import load_split
+
+        if self.opts.kind != "scenes":
+            return None
+        meta = json.loads((self.synth / "synth_meta.json").read_text())
+        scenes = {v["video_id"]: len(v["clip"]["scenes"]) for v in meta["videos"]}
+        return [scenes[c.video_id] for c in load_split(f"msrvtt:{self.synth}", self.budget["test_split"]).captions]
 
     def run(self) -> dict:
         import torch
@@ -304,6 +316,7 @@ class Comparison:
         clip_info = self.clip()
         chosen = self.tune()
         results, ranks0 = self.test_runs(chosen)
+        counts = self.scene_counts()
         names = labels()
         rows = rep.aggregate(results, names)
         pairs = list(rep.PAIRS) + [(v, "pig") for v in self.opts.variants]
@@ -317,6 +330,7 @@ class Comparison:
             "rows": rows, "premise": rep.premise_check(results),
             "paired": rep.paired_table(results, pairs, ranks0),
             "half_gap": [g for g in (rep.half_gap(results, metric=m) for m in ("R@5", "MdR")) if g],
+            "breakdown": rep.breakdown(self.all_ranks, counts) if counts else None,
             "runs": results, "seconds": round(time.time() - t0, 1), "torch_threads": torch.get_num_threads(),
         }
         stem = "ablations" if self.opts.variants else \

@@ -89,6 +89,37 @@ def half_gap(results: list[dict], new: str = "pigm4", base: str = "pig", target:
             "fraction_closed": gain / gap if gap else None, "closes_half": closes}
 
 
+def breakdown(ranks_by_run: dict[str, list[list[int]]], groups: list, metrics=("R@1", "R@5", "MdR")) -> dict:
+    """t2v metrics per caption group (e.g. the number of scenes in the caption's clip): ``ranks_by_run`` maps
+    a run name to its per-seed lists of per-caption ranks (captions in the order of ``groups``); returns
+    ``{name: {group: {metric: mean over seeds}}}`` plus ``{"_count": {group: captions}}``."""
+    from ..eval.stats import rank_metric
+
+    keys = sorted(set(groups))
+    out: dict = {"_count": {str(g): sum(1 for x in groups if x == g) for g in keys}}
+    for name, per_seed in ranks_by_run.items():
+        out[name] = {}
+        for g in keys:
+            idx = [i for i, x in enumerate(groups) if x == g]
+            out[name][str(g)] = {m: mean_sd([rank_metric(m)([r[i] for i in idx]) for r in per_seed])[0]
+                                 for m in metrics}
+    return out
+
+
+def markdown_breakdown(table: dict, labels: dict[str, str], title: str) -> str:
+    if not table:
+        return ""
+    groups = list(table["_count"])
+    lines = [f"| {title} | " + " | ".join(f"{g} ({table['_count'][g]} captions)" for g in groups) + " |",
+             "|---|" + "---|" * len(groups)]
+    for name, by_group in table.items():
+        if name == "_count":
+            continue
+        cells = [f"{by_group[g]['R@1']:.1f} / {by_group[g]['R@5']:.1f} / {by_group[g]['MdR']:.1f}" for g in groups]
+        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _ms(d: dict, digits: int = 1) -> str:
     return f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}"
 
@@ -165,6 +196,9 @@ def markdown_report(report: dict, labels: dict[str, str]) -> str:
         parts.append(f"\n{g['new']} vs half of the {g['base']}→{g['target']} gap on t2v {g['metric']}: gap "
                      f"{g['gap_mean']:+.2f}, gain {g['gain_mean']:+.2f} ({frac} closed); margin over the midpoint "
                      f"{g['margin_mean']:+.2f} (95% CI {_ci(g)}): closes at least half: {g['closes_half']}.\n")
+    if report.get("breakdown"):
+        parts.append("\n## t2v R@1 / R@5 / MdR by the number of scenes in the caption's clip (mean over seeds)\n\n" +
+                     markdown_breakdown(report["breakdown"], labels, "Framework \\ scenes in the clip"))
     if report.get("tuning"):
         parts.append(f"\n## Tuning on the validation split ({report['select_metric']}, seed 0)\n\n" +
                      markdown_tuning(report["tuning"], labels))
