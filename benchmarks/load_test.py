@@ -126,11 +126,23 @@ class Connection:
         return await asyncio.wait_for(self._get(target, headers), self.timeout)
 
     async def _get(self, target: str, headers: dict | None) -> tuple[int, bytes]:
-        if self.writer is None:
+        reused = self.writer is not None
+        if not reused:
             await self._connect()
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{extra}\r\n".encode("latin-1"))
-        head = await self.reader.readuntil(b"\r\n\r\n")
+        request = f"GET {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{extra}\r\n".encode("latin-1")
+        try:
+            self.writer.write(request)
+            head = await self.reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                raise
+            # the server closed an idle keep-alive connection (uvicorn: after 5 s): reconnect once, as
+            # any HTTP client does
+            await self.close()
+            await self._connect()
+            self.writer.write(request)
+            head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
         fields = {}

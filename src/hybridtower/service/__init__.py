@@ -1,11 +1,14 @@
 """HTTP service over an index: ``create_app(searcher)`` (FastAPI), the web page, thumbnails.
 
 ``hybridtower serve INDEX_DIR`` opens a :class:`hybridtower.index.searcher.Searcher` once and runs
-this app with uvicorn. See docs/service.md for the routes, JSON shapes and the query rules.
+this app with uvicorn. See docs/service.md for the routes, JSON shapes, the query rules, batching,
+following the index, and the Reliability section (threat model and guarantees).
 """
 
 from .app import STATIC_DIR, SearcherLike, create_app
+from .batching import QueryBatcher, VectorCache
 from .queries import DEFAULT_MAX_QUERY_CHARS, CleanQuery, EmptyQuery, clean_query
+from .reload import LiveSearcher
 from .thumbnails import ThumbnailCache, ThumbnailError, default_cache_dir, middle_frame_jpeg
 
 __all__ = [
@@ -20,4 +23,7 @@ __all__ = [
     "ThumbnailError",
     "default_cache_dir",
     "middle_frame_jpeg",
+    "QueryBatcher",
+    "VectorCache",
+    "LiveSearcher",
 ]
