@@ -9,17 +9,14 @@ cannot read, or whose encoding holds non-finite values, is skipped and listed, n
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-
-import numpy as np
 
 from ..core.display import printable
 from . import store
 from .faults import pause_point
 from .options import COMMIT_SECONDS, IndexOptions, IndexRunSummary
-from .scan import FoundFile, file_sha256
+from .scan import FoundFile, file_fingerprint
 from .session import Session
 from .workers import worker_init_fn
 
@@ -33,17 +30,17 @@ def _index_frames_class():
         def __getitem__(self, idx: int) -> dict:
             pause_point("decode")
             vid, path = self.videos[idx]
-            try:
-                st = os.stat(path)
-                sha = file_sha256(path)
+            try:  # size, mtime and hash from one descriptor; a FIFO/device or a file still changing is refused
+                fingerprint = file_fingerprint(path)
             except OSError as exc:
-                return {"error": f"cannot read file: {exc.strerror or exc}", "video_index": idx, "video_id": vid}
+                return {"error": f"cannot read file: {exc.strerror or type(exc).__name__}", "video_index": idx,
+                        "video_id": vid}
             try:
                 item = super().__getitem__(idx)
             except Exception as exc:  # anything a broken file makes a decoder raise: skip, never die
                 return {"error": f"cannot decode: {type(exc).__name__}: {exc}", "video_index": idx, "video_id": vid}
             if "error" not in item:
-                item["fingerprint"] = (int(st.st_size), int(st.st_mtime_ns), sha)
+                item["fingerprint"] = fingerprint
             return item
 
     return IndexFrames
