@@ -11,8 +11,8 @@ from hybridtower import hub
 from hybridtower.core.errors import ConfigError
 from hybridtower.models.base import multi_vector_scores
 from hybridtower.models.its import gather_tokens, reduce_heads, select_informative
-from hybridtower.models.losses import reconstruction_loss
 from hybridtower.models.config import preset_config
+from hybridtower.models.losses import reconstruction_loss
 from hybridtower.train import TrainConfig
 from hybridtower.train.distributed import DistEnv
 from hybridtower.train.optim import build_optimizer, build_scheduler
