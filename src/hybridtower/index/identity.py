@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..core.config import config_hash
+from ..core.display import printable, printable_path
 from .store import IndexMismatchError
 
 
@@ -79,13 +80,14 @@ def check_same_model(index_model: dict, offered: dict, index_dir, what: str = "c
         return
 
     def show(m: dict) -> str:
-        return (f"{m.get('name')} [{m.get('framework')}], config {m.get('config_hash')}, "
-                f"weights {str(m.get('weights_sha256'))[:12]}")
+        return printable(f"{m.get('name')} [{m.get('framework')}], config {m.get('config_hash')}, "
+                         f"weights {str(m.get('weights_sha256'))[:12]}")
 
     diffs = [k for k in ("framework", "config_hash", "weights_sha256") if index_model.get(k) != offered.get(k)]
     raise IndexMismatchError(
-        f"the index {index_dir} was built with a different model than {what} {offered.get('checkpoint')} "
-        f"(differs in {', '.join(diffs)}):\n  index: {show(index_model)} (from {index_model.get('checkpoint')})\n"
+        f"the index {printable_path(index_dir)} was built with a different model than {what} "
+        f"{printable_path(offered.get('checkpoint') or '?')} (differs in {', '.join(diffs)}):\n"
+        f"  index: {show(index_model)} (from {printable_path(index_model.get('checkpoint') or '?')})\n"
         f"  {what}: {show(offered)}\nits vectors are not comparable; use the checkpoint the index was built with, "
         f"or build a new index (`hybridtower index ... --overwrite`)"
     )
