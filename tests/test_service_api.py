@@ -14,6 +14,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from hybridtower.service import EmptyQuery, clean_query, create_app  # noqa: E402
+from service_leaks import leaks  # noqa: E402,F401 (fixture: no error body may hold a server path)
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220)}
 
@@ -112,13 +113,14 @@ def collection(tmp_path_factory):
 
 
 @pytest.fixture()
-def client(collection, tmp_path):
+def client(collection, tmp_path, leaks):
     _, entries = collection
     searcher = FakeSearcher(entries)
     app = create_app(searcher, thumbnail_dir=tmp_path / "thumbs", max_k=20, default_k=5)
-    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
+    wrapped = leaks.wrap(app)
+    with TestClient(wrapped, base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         c.searcher = searcher
-        c.app_ = app
+        c.app_ = wrapped
         yield c
 
 

@@ -23,54 +23,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hybridtower.service import ThumbnailCache, ThumbnailError, create_app  # noqa: E402
 from hybridtower.service.files import DescriptorFileResponse, NotServable, open_indexed  # noqa: E402
 from hybridtower.service.server import BackgroundServer  # noqa: E402
+from service_leaks import leaks  # noqa: E402,F401 (fixture)
 from test_service_api import COLORS, FakeSearcher, _raw_get, entry_of, write_clip  # noqa: E402
-
-
-# ----------------------------------------------------------------------------------------------------
-# every error body is checked for absolute server paths
-class PathLeakCheck:
-    def __init__(self, base: Path):
-        base = Path(base).resolve()
-        self.needles = {str(base), "/" + base.parts[1] + "/", str(Path.home()) if str(Path.home()) != "/" else str(base)}
-        self.bodies: list[tuple[int, str, str]] = []
-
-    def record(self, status: int, url: str, body: bytes) -> None:
-        if status >= 400:
-            self.bodies.append((status, url, body.decode("utf-8", "replace")))
-
-    def wrap(self, app):
-        """An ASGI wrapper recording every answer's status and body."""
-
-        async def recorder(scope, receive, send):
-            if scope["type"] != "http":
-                return await app(scope, receive, send)
-            state = {"status": 0, "body": b""}
-
-            async def tap(message):
-                if message["type"] == "http.response.start":
-                    state["status"] = message["status"]
-                elif message["type"] == "http.response.body":
-                    state["body"] += message.get("body", b"")
-                await send(message)
-
-            try:
-                await app(scope, receive, tap)
-            finally:
-                self.record(state["status"], scope.get("path", ""), state["body"])
-
-        return recorder
-
-    def assert_clean(self) -> None:
-        for status, url, body in self.bodies:
-            for needle in self.needles:
-                assert needle not in body, f"{status} answer to {url} holds a server path: {body[:300]}"
-
-
-@pytest.fixture()
-def leaks(tmp_path):
-    check = PathLeakCheck(tmp_path)
-    yield check
-    check.assert_clean()
 
 
 def make_client(app, leaks, host="127.0.0.1") -> TestClient:

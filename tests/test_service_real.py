@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from service_leaks import leaks  # noqa: F401 (fixture: no error body may hold a server path)
 
 CLIPS = {  # name -> (RGB, size HxW)
     "red_square": ((220, 30, 30), (48, 64)),
@@ -78,14 +79,14 @@ def real(tmp_path_factory):
     return shared_real_index(tmp_path_factory)
 
 
-def test_http_search_matches_searcher(real, tmp_path):
+def test_http_search_matches_searcher(real, tmp_path, leaks):
     from fastapi.testclient import TestClient
 
     from hybridtower.service import create_app
 
     root, searcher = real
     app = create_app(searcher, thumbnail_dir=tmp_path / "thumbs")
-    with TestClient(app, base_url="http://127.0.0.1") as client:
+    with TestClient(leaks.wrap(app), base_url="http://127.0.0.1") as client:
         health = client.get("/healthz").json()
         assert health["videos"] == len(CLIPS) and health["model_framework"] == "pig"
         assert health["index_kind"] == "vectors"
@@ -145,7 +146,10 @@ def test_serve_cli_end_to_end(real, tmp_path):
             status, body = _get(port, raw)
             assert status in (400, 404), (raw, status)
             assert b"TOP-SECRET" not in body and b"root:" not in body
+            assert str(root.resolve()).encode() not in body and b"/" + root.resolve().parts[1].encode() + b"/" not in body
         assert _get(port, "/healthz")[0] == 200
+        status, body = _get(port, "/search?q=%E2%80%8D")  # a lone zero-width joiner: nothing visible
+        assert status == 400 and b"empty_query" in body
 
     finally:
         proc.send_signal(signal.SIGINT)

@@ -241,7 +241,7 @@ def create_app(
     def open_video(s, vid: str) -> OpenedVideo:
         """The checked, open file of indexed video ``vid``, or a 404: ids only, never paths."""
         if not _ID.fullmatch(vid):
-            raise StarletteHTTPException(404, f"no video with id {printable(vid[:40])!r}: ids are non-negative integers")
+            raise StarletteHTTPException(404, f"no video with id '{printable(vid[:40])}': ids are non-negative integers")
         entry = s.entry(int(vid)) if callable(getattr(s, "entry", None)) else None
         if entry is None:
             raise StarletteHTTPException(404, f"no video with id {int(vid)} in this index")
@@ -333,7 +333,7 @@ def create_app(
                 k = int(k_raw.strip())
             except ValueError:
                 return error(400, "invalid_k", f"k must be a whole number between 1 and {max_k}, got "
-                                               f"{printable(k_raw[:40])!r}")
+                                               f"'{printable(k_raw[:40])}'")
             if k < 1:
                 return error(400, "invalid_k", f"k must be between 1 and {max_k}, got {k}")
             if k > max_k:
