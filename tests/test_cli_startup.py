@@ -1,0 +1,131 @@
+"""CLI start-up: `hybridtower CMD` imports only CMD's module; the command table never drifts from the modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hybridtower.cli import commands
+from hybridtower.cli import main as cli
+from hybridtower.core.errors import HybridTowerError
+
+
+def _registered(module_name: str) -> dict[str, str]:
+    """{command: help} of what ``module_name``'s register() adds to a fresh subparsers action."""
+    parser = argparse.ArgumentParser(prog="hybridtower")
+    sub = parser.add_subparsers(dest="command")
+    cli._import(module_name).register(sub)
+    return {a.dest: a.help for a in sub._choices_actions}
+
+
+def test_command_table_matches_the_modules():
+    assert sorted(c.module for c in cli.COMMANDS.values()) == cli.discovered_modules()
+    assert list(cli.COMMANDS) == sorted(cli.COMMANDS, key=lambda n: cli.COMMANDS[n].module)  # listing order
+    for name, command in cli.COMMANDS.items():
+        assert _registered(command.module) == {name: command.help}, f"COMMANDS[{name!r}] drifted from its module"
+
+
+def test_top_level_help_lists_the_same_as_the_full_parser():
+    lazy = cli.build_parser(["--help"]).format_help()
+    assert lazy == cli.build_parser().format_help()
+    assert all(name in lazy for name in cli.COMMANDS)
+
+
+HEAVY = ("torch", "open_clip", "torchvision", "numpy", "faiss", "av")
+PROBE = """
+import json, sys
+from hybridtower.cli.main import main
+try:
+    rc = main(sys.argv[1:])
+except SystemExit as exc:
+    rc = exc.code
+print(json.dumps({"rc": rc, "modules": sorted(sys.modules)}), file=sys.stderr)
+"""
+
+
+def _probe(*argv: str) -> tuple[dict, str]:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=50, env=env)
+    return json.loads(proc.stderr.strip().splitlines()[-1]), proc.stdout
+
+
+@pytest.mark.parametrize("argv", [["search", "--help"], ["--help"], []])
+def test_help_in_a_fresh_process_imports_no_heavy_package(argv):
+    report, out = _probe(*argv)
+    assert report["rc"] in (0, 2) and "usage: hybridtower" in out
+    loaded = set(report["modules"])
+    assert not loaded & set(HEAVY), f"`hybridtower {' '.join(argv)}` imported {sorted(loaded & set(HEAVY))}"
+    imported = {m.rsplit(".", 1)[1] for m in loaded if m.startswith(commands.__name__ + ".")}
+    assert imported == ({"search"} if argv[:1] == ["search"] else set())
+
+
+def test_every_command_help_still_works(capsys):
+    for name in cli.COMMANDS:
+        with pytest.raises(SystemExit) as exc:
+            cli.main([name, "--help"])
+        assert exc.value.code == 0
+        assert f"usage: hybridtower {name}" in capsys.readouterr().out
+
+
+def test_unknown_command_is_refused_with_the_list(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["serch", "idx", "q"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'serch'" in err and "'search'" in err
+
+
+def test_no_command_prints_help():
+    assert cli.main([]) == 2
+
+
+EXTRA = '''
+from hybridtower.core.errors import HybridTowerError
+
+
+def register(sub):
+    p = sub.add_parser("zz-hello", help="a command the table does not know")
+    p.add_argument("--fail", choices=["error", "interrupt"])
+    p.set_defaults(func=run)
+
+
+def run(args):
+    if args.fail == "error":
+        raise HybridTowerError("told to fail")
+    if args.fail == "interrupt":
+        raise KeyboardInterrupt
+    print("hello from zz")
+    return 7
+'''
+
+
+@pytest.fixture
+def extra_command(tmp_path, monkeypatch):
+    """A command module found by discovery (on the package path) but missing from COMMANDS."""
+    (tmp_path / "zz_extra.py").write_text(EXTRA)
+    monkeypatch.setattr(commands, "__path__", [*commands.__path__, str(tmp_path)])
+    yield
+    sys.modules.pop(f"{commands.__name__}.zz_extra", None)
+
+
+def test_a_module_missing_from_the_table_still_works(extra_command, capsys):
+    assert "zz_extra" in cli.discovered_modules()
+    assert cli.main(["zz-hello"]) == 7
+    assert "hello from zz" in capsys.readouterr().out
+    help_text = cli.build_parser(["--help"]).format_help()  # fallback: every module registered
+    assert "zz-hello" in help_text and "search" in help_text
+    with pytest.raises(SystemExit):
+        cli.main(["search", "--help"])
+    assert "usage: hybridtower search" in capsys.readouterr().out
+
+
+def test_errors_and_interrupts_keep_their_exit_codes(extra_command, capsys):
+    assert cli.main(["zz-hello", "--fail", "error"]) == 2
+    assert "error: told to fail" in capsys.readouterr().err
+    assert cli.main(["zz-hello", "--fail", "interrupt"]) == 130
+    assert "interrupted" in capsys.readouterr().err
