@@ -85,13 +85,14 @@ def collect_pig_features_for_ks(model, split, ks: list, batch_size: int = 16, nu
     from tqdm.auto import tqdm
 
     from ..data.datasets import VideoFrames, collate_skip_errors
-    from ..encode import preprocess_for
+    from ..encode import eval_sample_mode, preprocess_for
 
     require_pig(model)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    ds = VideoFrames(split, num_frames=model.cfg.video.num_frames, preprocess=preprocess_for(model))
+    ds = VideoFrames(split, num_frames=model.cfg.video.num_frames, preprocess=preprocess_for(model),
+                     sample_mode=eval_sample_mode(model))
     loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip_errors)
     names = ("video", "pseudo_query", "fusion_tokens", "video_cls", "its")
     cols = {k: {name: [] for name in names} for k in ks}

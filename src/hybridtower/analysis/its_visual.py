@@ -66,11 +66,12 @@ def its_patches_analysis(model, split, out_dir, *, video: str | int = 0, k: int 
                          heatmap: bool = True) -> dict:
     """Draw the ITS selection of one video of ``split`` (by id or index); writes its_patches.{png,md,json}."""
     from ..data.datasets import VideoFrames
-    from ..encode import preprocess_for
+    from ..encode import eval_sample_mode, preprocess_for
 
     require_pig(model, "the ITS patch picture")
     index = _video_index(split, video)
-    ds = VideoFrames(split, num_frames=model.cfg.video.num_frames, preprocess=preprocess_for(model))
+    ds = VideoFrames(split, num_frames=model.cfg.video.num_frames, preprocess=preprocess_for(model),
+                     sample_mode=eval_sample_mode(model))
     item = ds[index]
     if "error" in item:
         raise AnalysisError(f"video {item['video_id']!r} cannot be read: {item['error']}")
