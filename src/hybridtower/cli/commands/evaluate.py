@@ -94,8 +94,19 @@ def run(args) -> int:
         from ...core.io import atomic_write_json
 
         atomic_write_json(args.output, result)
-    if args.json:
-        print(json.dumps(result, indent=2))
+    if args.json:  # rounded for display; --output keeps full precision
+        print(json.dumps(rounded(result), indent=2))
     else:
         print(format_table(result))
     return 0
+
+
+def rounded(obj, digits: int = 4):
+    """``obj`` with every float rounded to ``digits`` decimals (27.500000000000004 -> 27.5), for display."""
+    if isinstance(obj, float):
+        return round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v, digits) for v in obj]
+    return obj

@@ -52,7 +52,9 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    kind = "indexable (one vector per video)" if model.query_independent else "needs the query (re-rank only)"
+    m = model.vectors_per_video
+    per_video = "one vector per video" if m == 1 else f"{m} vectors per video, scored by their max"
+    kind = f"indexable ({per_video})" if model.query_independent else "needs the query (re-rank only)"
     print(f"{report['model']}  [{model.cfg.framework}, {kind}]  embed dim {model.embed_dim}")
     for part, n in counts.items():
         if n:
