@@ -4,6 +4,7 @@ index run, and one clear IndexFormatError (exit 2, no absolute path) for every c
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -109,6 +110,7 @@ DAMAGE = {
     "truncated-segment": (lambda o: (o / _seg(o)).write_bytes((o / _seg(o)).read_bytes()[:300]), _seg, "bytes", None),
     "empty-segment": (lambda o: (o / _seg(o)).write_bytes(b""), _seg, "0 bytes", None),
     "missing-segment": (lambda o: (o / _seg(o)).unlink(), _seg, "missing", None),
+    "segment-is-a-fifo": (lambda o: ((o / _seg(o)).unlink(), os.mkfifo(o / _seg(o))), _seg, "FIFO", None),
     "flipped-faiss": (lambda o: _flip(o / _ann(o), 200), _ann, "SHA-256", []),
     "truncated-faiss": (lambda o: (o / _ann(o)).write_bytes((o / _ann(o)).read_bytes()[:100]), _ann, "bytes", []),
     "missing-faiss": (lambda o: (o / _ann(o)).unlink(), _ann, "missing", []),

@@ -53,7 +53,8 @@ import numpy as np
 from .. import __version__
 from ..core.display import printable, printable_path
 from ..core.errors import HybridTowerError
-from ..core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..core.io import (NotRegularFileError, atomic_write_bytes, atomic_write_json, atomic_write_text, file_type_name,
+                       open_regular)
 
 FORMAT = "hybridtower-index"
 FORMAT_VERSION = 1
@@ -185,9 +186,24 @@ def digest_bytes(data: bytes) -> dict:
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+MAX_MANIFEST_BYTES = 64 << 20  # a manifest is a few KB; anything this large is not one
+
+
+def _read_regular(path: Path, expected_size: int | None = None, limit: int | None = None) -> bytes:
+    """The bytes of a regular file, opened without blocking (a FIFO or device put in the index folder is
+    refused, ``NotRegularFileError``); a size other than ``expected_size`` or above ``limit`` is refused before
+    reading (``ValueError`` with the size)."""
+    fd, st = open_regular(path)
+    with os.fdopen(fd, "rb") as fh:
+        if (expected_size is not None and st.st_size != expected_size) or (limit is not None and st.st_size > limit):
+            raise ValueError(st.st_size)
+        return fh.read()
+
+
 def digest_file(path: str | Path, chunk: int = 1 << 22) -> dict:
     h, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
+    fd, _ = open_regular(path)
+    with os.fdopen(fd, "rb") as fh:
         while True:
             block = fh.read(chunk)
             if not block:
@@ -303,7 +319,9 @@ def read_manifest(index_dir: str | Path) -> dict:
         raise IndexFormatError(f"{printable_path(index_dir.name)} is not an index: it has no {MANIFEST} "
                                f"(build one with `hybridtower index`)", file=MANIFEST)
     try:
-        data = path.read_bytes()
+        data = _read_regular(path, limit=MAX_MANIFEST_BYTES)
+    except ValueError as exc:
+        raise damaged(MANIFEST, f"is {exc.args[0]} bytes long: not a manifest") from None
     except OSError as exc:
         raise damaged(MANIFEST, f"cannot be read ({exc.strerror})") from None
     text = _utf8_text(MANIFEST, data)
@@ -316,16 +334,16 @@ def read_manifest(index_dir: str | Path) -> dict:
 
 def _checked_bytes(index_dir: Path, name: str, checksums: dict | None, what: str) -> bytes:
     """The bytes of the named file, its size and SHA-256 checked against ``checksums`` (when recorded)."""
+    want = (checksums or {}).get(name)
     try:
-        data = (index_dir / name).read_bytes()
+        data = _read_regular(index_dir / name, expected_size=want["size"] if want else None)
     except FileNotFoundError:
         raise damaged(name, f"{what} named by the manifest is missing") from None
+    except ValueError as exc:
+        raise damaged(name, f"{what} has {exc.args[0]} bytes, the manifest recorded {want['size']} (truncated or altered)") from None
     except OSError as exc:
         raise damaged(name, f"{what} named by the manifest cannot be read ({exc.strerror})") from None
-    want = (checksums or {}).get(name)
     if want:
-        if len(data) != want["size"]:
-            raise damaged(name, f"{what} has {len(data)} bytes, the manifest recorded {want['size']} (truncated or altered)")
         if hashlib.sha256(data).hexdigest() != want["sha256"]:
             raise damaged(name, f"{what} does not match the SHA-256 the manifest recorded (corrupted or altered)")
     return data
@@ -515,11 +533,22 @@ def check_ann_file(index_dir: str | Path, manifest: dict) -> None:
     if not name:
         return
     path = Path(index_dir) / name
-    if not path.is_file():
+    if not path.exists():
         raise damaged(name, "the FAISS index named by the manifest is missing")
     want = (manifest.get("checksums") or {}).get(name)
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFileError(file_type_name(st.st_mode))
+    except OSError as exc:
+        raise damaged(name, f"the FAISS index cannot be read ({exc.strerror})") from None
     if want:
-        got = digest_file(path)
+        if st.st_size != want["size"]:
+            raise damaged(name, f"the FAISS index has {st.st_size} bytes, the manifest recorded {want['size']}")
+        try:
+            got = digest_file(path)
+        except OSError as exc:
+            raise damaged(name, f"the FAISS index cannot be read ({exc.strerror})") from None
         if got["size"] != want["size"]:
             raise damaged(name, f"the FAISS index has {got['size']} bytes, the manifest recorded {want['size']}")
         if got["sha256"] != want["sha256"]:
@@ -583,9 +612,12 @@ class IndexWriter:
         """Delete files no committed manifest names (left by an interrupted run)."""
         keep = self.referenced()
         removed = []
-        candidates = [p for p in self.dir.iterdir() if p.is_file()]
-        if (self.dir / SEGMENTS).is_dir():
-            candidates += [p for p in (self.dir / SEGMENTS).iterdir() if p.is_file()]
+        def files(folder: Path) -> list[Path]:  # regular files, and FIFOs / links / devices put there
+            return [p for p in folder.iterdir() if p.is_symlink() or not p.is_dir()]
+
+        candidates = files(self.dir)
+        if (self.dir / SEGMENTS).is_dir() and not (self.dir / SEGMENTS).is_symlink():
+            candidates += files(self.dir / SEGMENTS)
         for p in candidates:
             rel = p.relative_to(self.dir).as_posix()
             if rel in keep:
