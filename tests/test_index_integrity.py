@@ -16,7 +16,7 @@ from hybridtower.index import IndexFormatError, IndexOptions, Searcher, build_in
 from hybridtower.index.store import load_index, manifest_digest
 
 OPTS = dict(progress=False, batch_size=2, num_workers=0)
-N = 4  # videos in the test index
+N = 3  # videos in the test index
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def _nan_row(out):
 
 def _scaled_row(out):
     _legacy(out)
-    _rewrite_segment(out, lambda a: a.__setitem__("vectors", a["vectors"] * np.array([[1], [3], [1], [1]], np.float32)))
+    _rewrite_segment(out, lambda a: a.__setitem__("vectors", a["vectors"] * np.array([[1], [3], [1]], np.float32)))
 
 
 def _wrong_dim(out):
