@@ -312,7 +312,8 @@ def read_manifest(index_dir: str | Path) -> dict:
     is unreadable or invalid)."""
     index_dir = Path(index_dir)
     if not index_dir.is_dir():
-        raise IndexFormatError(f"index folder {printable_path(index_dir.name)} does not exist")
+        what = "is not a folder" if index_dir.exists() else "does not exist"
+        raise IndexFormatError(f"index folder {printable_path(index_dir.name)} {what}")
     _check_layout(index_dir)
     path = index_dir / MANIFEST
     if not path.is_file():
