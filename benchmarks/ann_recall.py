@@ -18,8 +18,10 @@ Kinds (``--kinds``): ``exact`` (the Searcher's exact search, ``hybridtower.index
 timing), the ANN kinds of ``hybridtower.index.ann`` (``flat``, ``ivf``, ``hnsw``, ``sqfp16``, ``sq8``) and
 ``sq8-codes`` (sq8 without its exact re-scoring). Reports recall@1 / @10 / @100 against exact fp32 search
 (fraction of the exact top-k found), build time, queries per second (one query at a time, as the service
-issues them) and memory: the bytes of vectors a query scans in RAM and the anonymous memory the loaded
-index takes (``RssAnon`` grown by ``load_ann`` of the saved file; sq8's fp32 copy is memory-mapped).
+issues them, each index searched as the Searcher does: FAISS on one thread or all, whichever its
+calibration at open found faster) and memory: the bytes of vectors a query scans in RAM and the anonymous
+memory the loaded index takes (``RssAnon`` grown by ``load_ann`` of the saved file and one search, in a
+fresh process; sq8's file, fp32 copy included, is memory-mapped, so its memory is file-backed page cache).
 ``--latency`` adds, measured round-robin over every kind at each N (so machine load hits all alike):
 median ms per query for batches of 1, 8 and 64 queries, and each kind's own floor (the bytes it scans
 divided by the read bandwidth of ``hybridtower.analysis.bandwidth``, measured in the same run).
@@ -176,8 +178,13 @@ def run(n: int, dim: int, queries: int, data: str, seed: int = 0, kinds=("flat",
             index = build(kind, x)
             build_s = time.perf_counter() - t0
             anon = file_bytes = None
+            threads = None
             if kind != "exact":
+                from hybridtower.index.ann import ThreadedSearch
+
                 index, anon, file_bytes = saved_and_loaded(kind, index, n, Path(tmp))
+                index = ThreadedSearch(index)  # as the Searcher runs it: one FAISS thread or all, by timing
+                threads = index.calibrate()["threads"]
             loaded[kind] = index
             kk = min(100, n)
             t0 = time.perf_counter()
@@ -188,6 +195,8 @@ def run(n: int, dim: int, queries: int, data: str, seed: int = 0, kinds=("flat",
                 params = {"kernel": index.kernel}
             elif kind == "sq8-codes":
                 params = {"refine": 0}
+            if threads:
+                params = {**params, "threads": threads}
             rows.append({
                 "kind": kind, "n": n, "dim": dim, "queries": queries, "data": data,
                 "params": params, "build_s": round(build_s, 2), "qps": round(qps, 1),

@@ -112,3 +112,13 @@ def test_searcher_exact_path_per_kernel():
         assert [h.id for h in res.hits] == fr[0].tolist()
         np.testing.assert_allclose([h.score for h in res.hits], fs[0], atol=1e-5)
         assert s.vector(7) is not None and np.shares_memory(s._vectors, x)
+
+
+def test_large_gallery_is_calibrated_on_a_sample():
+    x, q = _data(5000, d=32, seed=9)
+    e = ExactIndex(x, "torch")
+    cal = e.calibrate(sample_bytes=1000 * 32 * 4, budget_s=0.02)
+    assert cal["timed_on_rows"] == 1000 and cal["n"] == 5000 and e.kernel == cal["kernel"]
+    fs, fr = search_ann(build_ann(x, "flat"), q, 10)
+    s, r = e.search(q, 10)  # the full gallery is searched, with the kernel chosen on the sample
+    np.testing.assert_array_equal(r, fr)

@@ -69,14 +69,24 @@ class ExactIndex:
         self.kernel = kernel
 
     def calibrate(self, kernels: tuple[str, ...] = KERNELS, budget_s: float = 0.5, min_repeats: int = 3,
-                  max_repeats: int = 30, k: int = 10, seed: int = 0) -> dict:
+                  max_repeats: int = 30, k: int = 10, seed: int = 0, sample_bytes: int = 256 * 2**20) -> dict:
         """Time each kernel on this index with one random unit query and keep the fastest (median).
 
         Kernels alternate (a, b, c, c, b, a, ...) so that load drift on a shared machine hits all alike. A
         kernel whose first (warm-up) call is over 2x the fastest one is dropped without more repeats.
         Returns (and keeps in ``self.calibration``) the timings; takes about ``budget_s`` seconds (at most
         twice that after ``min_repeats`` rounds), or ``min_repeats`` searches per kernel on large galleries.
+        A gallery over ``sample_bytes`` (256 MiB) is timed on its first ``sample_bytes`` (a view, no copy):
+        that is far past the caches already, where the cost per byte no longer depends on N, and it keeps
+        opening a 1M-vector index from costing tens of seconds of calibration on a loaded machine.
         """
+        rows = max(1, sample_bytes // (4 * max(self.d, 1)))
+        if self.ntotal > rows:
+            part = ExactIndex(self.vectors[:rows], "torch", block_rows=self.block_rows)
+            cal = part.calibrate(kernels, budget_s, min_repeats, max_repeats, k, seed, sample_bytes)
+            self.kernel = part.kernel
+            self.calibration = {**cal, "n": self.ntotal, "timed_on_rows": rows}
+            return self.calibration
         if self.ntotal == 0:
             self.kernel = "torch"
             self.calibration = {"kernel": "torch", "n": 0, "median_ms": {}, "repeats": 0}

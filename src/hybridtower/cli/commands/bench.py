@@ -14,10 +14,15 @@ What it measures (random-weight models: FLOPs and time do not depend on the weig
                        bytes of meanP, CLIP-ViP, X-Pool (frame features) and PIG (encoder, ITS,
                        generator, fusion, and their sum)
   online, per query    text encode + exact top-k search over N stored videos: one matrix product
-                       for PIG and Two-Tower (torch, and FAISS IndexFlatIP with the BLAS threshold
-                       chosen by measurement), the X-Pool fusion with every video for X-Pool;
+                       for PIG and Two-Tower (torch, FAISS IndexFlatIP with the BLAS threshold
+                       chosen by measurement, and the Searcher's own exact search with the kernel
+                       it calibrates), the X-Pool fusion with every video for X-Pool;
                        ratios PIG/Two-Tower and X-Pool/PIG at each N
-  floor                bytes of stored vectors per query / memory bandwidth (copy benchmark, same run)
+  floor                bytes of stored vectors per query / read bandwidth (a read-only scan of
+                       2 x --bandwidth-mb, same run); the copy figure (read + write) is printed beside it
+
+Exact search at the floor, every kernel side by side: python benchmarks/search_bound.py
+Compressed vectors (sqfp16, sq8) against exact search: python benchmarks/ann_recall.py --latency
 
 A gallery larger than --max-gallery-gb (or half the free memory) is not allocated: X-Pool's latency
 there is extrapolated linearly from the largest measured N and labelled "extrapolated".
@@ -74,7 +79,8 @@ def register(sub) -> None:
     e.add_argument("--max-gallery-gb", type=float, default=8.0,
                    help="largest stored array to allocate; larger galleries are extrapolated (default 8)")
     e.add_argument("--no-faiss", action="store_true", help="skip the FAISS IndexFlatIP measurements")
-    e.add_argument("--bandwidth-mb", type=int, default=None, help="array size of the copy benchmark (default 512 MiB)")
+    e.add_argument("--bandwidth-mb", type=int, default=None,
+                   help="array size of the copy benchmark (default 512 MiB); the read scan uses twice that")
     e.add_argument("--json", action="store_true", help="print the full report as JSON on stdout")
     e.add_argument("--out", metavar="FILE", help="also write the JSON report to FILE")
     e.add_argument("--markdown", metavar="FILE", help="also write the Markdown tables to FILE")
