@@ -77,9 +77,10 @@ VARIANTS = {
     "pig-steps2x": ("PIG with twice the steps", {"steps_mult": 2}),
 }
 BUDGETS = {
-    # scenes: 2-4 scenes per clip, a caption per scene; 12 frames so that every scene is seen 3-6 times
-    "scenes": {"videos": 1000, "images": 3000, "pretrain_steps": 300, "pretrain_batch": 128, "steps": 120,
-               "batch_size": 32, "frames": 12, "seeds": [0, 1, 2, 3, 4], "lrs": [1e-4, 3e-4], "mults": [1.0, 10.0],
+    # scenes: 2-4 scenes per clip, a caption per scene; 8 frames (2-4 per scene). Sized for a shared 2-core
+    # machine: 300 pretraining steps, 60 steps per run (docs/comparison.md, "Budget")
+    "scenes": {"videos": 1000, "images": 3000, "pretrain_steps": 300, "pretrain_batch": 128, "steps": 60,
+               "batch_size": 32, "frames": 8, "seeds": [0, 1, 2, 3, 4], "lrs": [3e-4, 1e-3], "mults": [1.0, 10.0],
                "arch": "hybridtower-tiny", "val_split": "val", "test_split": "test-3k"},
     "shapes": {"videos": 1000, "images": 3000, "pretrain_steps": 600, "pretrain_batch": 128, "steps": 200,
                "batch_size": 32, "frames": 8, "seeds": [0, 1, 2, 3, 4], "lrs": [1e-4, 3e-4], "mults": [1.0, 10.0],
