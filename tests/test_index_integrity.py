@@ -292,3 +292,15 @@ def test_corrupt_files_give_one_clear_error_and_exit_2(built, tmp_path, capsys, 
         assert err.startswith("error: index file ") and file in err and needle in err, (what, err)
         assert str(tmp_path) not in err and "Traceback" not in err, (what, err)
         assert "up to date" not in captured.out
+
+
+def test_overwrite_replaces_a_damaged_manifest_and_a_lock_folder(built, tmp_path):
+    from hybridtower.cli.main import main
+
+    out = _copy(built, tmp_path)
+    (out / "manifest.json").write_bytes(b"\xff\xfe garbage")
+    _lock_dir(out)
+    argv = ["index", str(built["folder"]), "--out", str(out), "--workers", "0", "--no-progress",
+            "--checkpoint", str(built["ckpt"]), "--overwrite"]
+    assert main(argv) == 0
+    assert (out / ".lock").is_file() and verify_index(out).ok and len(load_index(out).entries) == N

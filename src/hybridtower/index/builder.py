@@ -109,33 +109,17 @@ def _prepare_out(out: Path, options: IndexOptions) -> None:
     """--overwrite: delete the index files at ``out`` (only files an index consists of, nothing else)."""
     if not (options.overwrite and (out / store.MANIFEST).exists()):
         return
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):
         if (out / store.LOCK).is_dir() and not (out / store.LOCK).is_symlink():
             (out / store.LOCK).rmdir()  # an empty folder where the lock belongs: --overwrite may take its place
-    with _lock_only(out):  # take the lock: nobody else may be writing it
+    # take the lock (nobody else may be writing) without reading the manifest, which may be the damage
+    with contextlib.closing(store.acquire_lock(out)):
         (out / store.MANIFEST).unlink()  # first: a kill from here on leaves "no index", never a broken one
         for p in list(out.iterdir()):
             if p.is_dir() and p.name in (store.SEGMENTS, store.SHARDS):
                 shutil.rmtree(p)
             elif p.is_file() and (p.name in (store.ERRORS,) or p.name.startswith(("entries-", "faiss-"))):
                 p.unlink()
-
-
-@contextlib.contextmanager
-def _lock_only(out: Path):
-    """The writer lock of ``out`` without reading its (possibly damaged) manifest: for --overwrite."""
-    import fcntl
-
-    store._check_layout(out)
-    fh = open(out / store.LOCK, "a+")
-    try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise store.IndexLockedError(f"{printable_path(out.name)} is being written by another process") from None
-        yield
-    finally:
-        fh.close()
 
 
 def _verify_for_update(out: Path, existing: dict, summary: IndexRunSummary):

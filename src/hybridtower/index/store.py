@@ -220,7 +220,7 @@ def manifest_digest(manifest: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------
-def _check_layout(index_dir: Path) -> None:
+def check_layout(index_dir: Path) -> None:
     lock = index_dir / LOCK
     try:
         st = os.lstat(lock)
@@ -314,7 +314,7 @@ def read_manifest(index_dir: str | Path) -> dict:
     if not index_dir.is_dir():
         what = "is not a folder" if index_dir.exists() else "does not exist"
         raise IndexFormatError(f"index folder {printable_path(index_dir.name)} {what}")
-    _check_layout(index_dir)
+    check_layout(index_dir)
     path = index_dir / MANIFEST
     if not path.is_file():
         raise IndexFormatError(f"{printable_path(index_dir.name)} is not an index: it has no {MANIFEST} "
@@ -572,23 +572,29 @@ def load_index(index_dir: str | Path, manifest: dict | None = None, with_frames:
     return IndexData(manifest, entries, vectors, frames)
 
 
+def acquire_lock(index_dir: Path):
+    """The open, exclusively flock'd ``.lock`` of ``index_dir`` (IndexLockedError when another process holds it)."""
+    check_layout(index_dir)
+    try:
+        fh = open(index_dir / LOCK, "a+")
+    except OSError as exc:
+        raise damaged(LOCK, f"the writer lock cannot be opened ({exc.strerror})", hint=False) from None
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise IndexLockedError(f"{printable_path(index_dir.name)} is being written by another process "
+                               f"(it holds {LOCK})") from None
+    return fh
+
+
 class IndexWriter:
     """Exclusive writer of one index folder: stages segments and commits generations atomically."""
 
     def __init__(self, index_dir: str | Path):
         self.dir = Path(index_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        _check_layout(self.dir)
-        try:
-            self._lock_fh = open(self.dir / LOCK, "a+")
-        except OSError as exc:
-            raise damaged(LOCK, f"the writer lock cannot be opened ({exc.strerror})", hint=False) from None
-        try:
-            fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_fh.close()
-            raise IndexLockedError(f"{printable_path(self.dir.name)} is being written by another process "
-                                   f"(it holds {LOCK})") from None
+        self._lock_fh = acquire_lock(self.dir)
         self._sums: dict[str, dict] = {}  # checksums of the files this writer wrote
         try:
             self.manifest: dict | None = read_manifest(self.dir) if (self.dir / MANIFEST).is_file() else None
