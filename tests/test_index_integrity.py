@@ -143,6 +143,9 @@ def test_damage_is_detected_named_and_repaired(built, tmp_path, capsys, case):
     assert main(["index", "--verify", str(out)]) == 2
     shown = capsys.readouterr().out
     assert "DAMAGED" in shown and name in shown and str(tmp_path) not in shown.split("\n", 1)[1]
+    assert main(["index", "--verify", str(out), "--json"]) == 2
+    as_json = json.loads(capsys.readouterr().out)
+    assert not as_json["ok"] and [p["file"] for p in as_json["problems"]] == [name]
     assert main(["search", str(out), "a ball"]) == 2
     assert name in capsys.readouterr().err
     # an index run repairs it from the videos: never "up to date", ends equal to a clean build
