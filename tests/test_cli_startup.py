@@ -1,4 +1,5 @@
-"""CLI start-up: `hybridtower CMD` imports only CMD's module; the command table never drifts from the modules."""
+"""Start-up: `hybridtower CMD` imports only CMD's module; the command table never drifts from the modules;
+hub.load_model builds on the meta device and adopts the checkpoint's tensors (same model as copying them in)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import hybridtower
 from hybridtower.cli import commands
 from hybridtower.cli import main as cli
 from hybridtower.core.errors import HybridTowerError
@@ -129,3 +132,58 @@ def test_errors_and_interrupts_keep_their_exit_codes(extra_command, capsys):
     assert "error: told to fail" in capsys.readouterr().err
     assert cli.main(["zz-hello", "--fail", "interrupt"]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+# ----- hub.load_model: built on the meta device, the checkpoint's tensors adopted -----
+
+DEMO_CKPT = Path(hybridtower.__file__).parent / "assets" / "demo-pig-tiny.safetensors"
+
+
+def _same_model(a, b) -> None:
+    import torch
+
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for k in sa:
+        assert sa[k].dtype == sb[k].dtype and sa[k].device == sb[k].device and torch.equal(sa[k], sb[k]), k
+    assert [p.requires_grad for p in a.parameters()] == [p.requires_grad for p in b.parameters()]
+    assert a.training is b.training is False
+    tokens = a.tokenize(["a red ball bounces", "two squares collide"])
+    with torch.no_grad():
+        assert torch.equal(a.encode_text(tokens), b.encode_text(tokens))
+
+
+@pytest.fixture(scope="module")
+def copied_model():
+    """The demo model loaded the old way: built normally (random init), checkpoint copied in."""
+    from hybridtower import hub
+
+    original = hub._empty_model
+    hub._empty_model = lambda cfg: None
+    try:
+        return hub.load_model(DEMO_CKPT)
+    finally:
+        hub._empty_model = original
+
+
+def test_load_model_builds_no_weights_and_equals_the_copying_load(monkeypatch, copied_model):
+    from hybridtower import hub
+
+    def no_normal_build(*a, **k):
+        raise AssertionError("load_model built the model with weights instead of on the meta device")
+
+    monkeypatch.setattr(hub, "create_model", no_normal_build)
+    model = hub.load_model(DEMO_CKPT)  # the file stores float16: adopted tensors are cast to the model's fp32
+    assert not hub._meta_tensors(model)
+    _same_model(model, copied_model)
+
+
+@pytest.mark.parametrize("reason", ["tied", "left_on_meta"])
+def test_load_model_falls_back_to_copying(monkeypatch, copied_model, reason):
+    from hybridtower import hub
+
+    if reason == "tied":
+        monkeypatch.setattr(hub, "_shares_tensors", lambda model: True)
+    else:
+        monkeypatch.setattr(hub, "_meta_tensors", lambda model: ["some.buffer"])
+    _same_model(hub.load_model(DEMO_CKPT), copied_model)

@@ -34,7 +34,7 @@ import torch
 from . import __version__
 from .clip_sources import WeightSource, resolve_weights
 from .core.config import to_dict
-from .core.errors import CheckpointError, ConfigError
+from .core.errors import CheckpointError, ConfigError, HybridTowerError
 from .models import FRAMEWORK_CLASSES, ModelConfig, RetrievalModel, config_from_dict, preset_config
 
 log = logging.getLogger(__name__)
@@ -191,14 +191,19 @@ def weight_source(arch: str, pretrained: str | None) -> WeightSource | None:
     return resolve_weights(arch, str(pretrained), _arch_checker(arch)) if pretrained else None
 
 
-def load_clip(arch: str, pretrained: str | WeightSource | None = None, quick_gelu: bool = True):
+def load_clip(arch: str, pretrained: str | WeightSource | None = None, quick_gelu: bool = True, *,
+              device: str | None = None):
     """An open_clip CLIP model of architecture ``arch`` with weights from ``pretrained`` (an open_clip tag,
     ``hf-hub:ORG/NAME``, ``local-dir:PATH``, a weights file, or None) and its preprocessing dict
-    (image_size, mean, std)."""
+    (image_size, mean, std). ``device="meta"`` (no weights only) builds it without memory or random init."""
     import open_clip
 
     source = pretrained if isinstance(pretrained, WeightSource) else weight_source(arch, pretrained)
+    if device == "meta" and source is not None:
+        raise ValueError("load_clip(device='meta') builds an empty model: pass no weights")
     kwargs = dict(force_quick_gelu=quick_gelu)
+    if device is not None:
+        kwargs["device"] = device
     if source is not None and source.preprocess:
         kwargs["force_preprocess_cfg"] = source.preprocess
     try:
@@ -271,6 +276,35 @@ def create_model(
     return net
 
 
+def _empty_model(cfg: ModelConfig) -> RetrievalModel | None:
+    """The model of ``cfg`` with every tensor on the meta device (shapes and dtypes only: no memory, no random
+    init), or None when it cannot be built that way (the caller then builds it normally)."""
+    try:
+        with torch.device("meta"):
+            clip, preprocess = load_clip(cfg.backbone.arch, None, cfg.backbone.quick_gelu, device="meta")
+            return FRAMEWORK_CLASSES[cfg.framework](cfg, clip, preprocess)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError, HybridTowerError) as exc:
+        log.debug("building %s on the meta device failed (%s); building it normally", cfg.name, exc)
+        return None
+
+
+def _meta_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the tensors of ``model`` still on the meta device: parameters, buffers and plain tensor
+    attributes (a non-persistent buffer or attribute is not in a checkpoint, so loading cannot fill it)."""
+    out = []
+    for prefix, module in model.named_modules():
+        tensors = {**module._parameters, **module._buffers,
+                   **{k: v for k, v in vars(module).items() if isinstance(v, torch.Tensor)}}
+        out += [f"{prefix}.{k}".lstrip(".") for k, v in tensors.items() if v is not None and v.is_meta]
+    return out
+
+
+def _shares_tensors(model: torch.nn.Module) -> bool:
+    """Whether one parameter or buffer sits under two names (loading by assignment would untie them)."""
+    named = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
+    return len({id(t) for _, t in named}) != len(named)
+
+
 def save_model(model: RetrievalModel, path: str | Path, metadata: dict | None = None) -> Path:
     """Write ``model`` as safetensors with its resolved config; atomic (temp file + rename)."""
     from safetensors.torch import save_file
@@ -319,24 +353,40 @@ def read_checkpoint_metadata(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> RetrievalModel:
-    """Rebuild a model from one of our checkpoints (file or run folder); strict: every tensor must match."""
+    """Rebuild a model from one of our checkpoints (file or run folder); strict: every tensor must match.
+
+    The model is built on the meta device and the checkpoint's tensors are adopted as its parameters (cast to
+    the model's dtypes), so no memory is allocated and no random init runs for weights that are overwritten
+    anyway (seconds for a ViT-B model). A model that cannot be built that way (tied weights, a tensor the
+    checkpoint does not hold, an op without a meta kernel) is built normally and loaded by copying."""
     from safetensors.torch import load_file
 
     path = resolve_checkpoint_path(path)
     meta = read_checkpoint_metadata(path)
     cfg = config_from_dict(json.loads(meta[CONFIG_KEY]))
-    model = create_model(cfg, pretrained=None)
+    model = _empty_model(cfg)
+    empty = model is not None
+    if not empty:
+        model = create_model(cfg, pretrained=None)
     state = load_file(str(path), device="cpu")
-    missing, unexpected = _diff_keys(model.state_dict(), state)
+    own = model.state_dict()
+    missing, unexpected = _diff_keys(own, state)
     if missing or unexpected:
         raise CheckpointError(
             f"{path} does not match a {cfg.name or cfg.framework} model: "
             f"{len(missing)} missing tensor(s) {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}"
         )
-    own = model.state_dict()
     bad = [k for k, v in state.items() if own[k].shape != v.shape]
     if bad:
         raise CheckpointError(f"{path}: shape mismatch for {bad[:5]} (checkpoint made for another config?)")
+    if empty and not _shares_tensors(model):
+        model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True, assign=True)
+        left = _meta_tensors(model)
+        if not left:
+            return model.to(device).eval()
+        log.debug("%s: tensors %s are not in the checkpoint; building the model normally", path, left[:5])
+    if empty:
+        model = create_model(cfg, pretrained=None)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
 
