@@ -187,3 +187,15 @@ def test_load_model_falls_back_to_copying(monkeypatch, copied_model, reason):
     else:
         monkeypatch.setattr(hub, "_meta_tensors", lambda model: ["some.buffer"])
     _same_model(hub.load_model(DEMO_CKPT), copied_model)
+
+
+def test_create_model_on_meta_has_the_real_shapes_and_counts():
+    from hybridtower import hub
+
+    empty, real = hub.create_model("xpool-tiny", device="meta"), hub.create_model("xpool-tiny")
+    assert empty.parameter_counts() == real.parameter_counts()
+    shapes = {k: (v.shape, v.dtype) for k, v in real.state_dict().items()}
+    assert {k: (v.shape, v.dtype) for k, v in empty.state_dict().items()} == shapes
+    assert all(t.is_meta for t in empty.state_dict().values())
+    with pytest.raises(ValueError, match="no weights"):
+        hub.create_model("xpool-tiny", pretrained="openai", device="meta")

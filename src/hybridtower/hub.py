@@ -254,9 +254,13 @@ def resolve_config(model: str | ModelConfig | dict, overrides: list[str] | None 
 
 
 def create_model(
-    model: str | ModelConfig | dict, pretrained: str | None = None, overrides: list[str] | None = None
+    model: str | ModelConfig | dict, pretrained: str | None = None, overrides: list[str] | None = None, *,
+    device: str | None = None,
 ) -> RetrievalModel:
     """A model from a preset name / ``clip:ARCH`` / config, its CLIP parts initialised from ``pretrained``.
+
+    ``device="meta"`` (no ``pretrained``) builds it with every tensor on the meta device: shapes, dtypes and
+    parameter counts without memory or random init (what ``hybridtower info`` needs of a preset).
 
     When the origin of the weights says which activation they were trained with (an open_clip tag,
     hf-hub:, local-dir:), ``backbone.quick_gelu`` follows it (OpenAI's: QuickGELU; LAION's: GELU) and the
@@ -267,6 +271,13 @@ def create_model(
     tower (and its BOS/EOS from CLIP's token embeddings), fusion projections identities.
     """
     cfg = resolve_config(model, overrides)
+    if device == "meta":
+        if pretrained:
+            raise ValueError("create_model(device='meta') builds an empty model: pass no weights")
+        return _build_empty(cfg)
+    if device is not None:
+        raise ValueError(f"create_model builds on the CPU or (device='meta') empty, not on {device!r}: "
+                         "call .to(device) on the model")
     source = weight_source(cfg.backbone.arch, pretrained)
     if source is not None and source.quick_gelu is not None and source.quick_gelu != cfg.backbone.quick_gelu:
         log.info("backbone.quick_gelu=%s: the activation %s was trained with", source.quick_gelu, source.description)
@@ -276,13 +287,19 @@ def create_model(
     return net
 
 
-def _empty_model(cfg: ModelConfig) -> RetrievalModel | None:
+def _build_empty(cfg: ModelConfig) -> RetrievalModel:
     """The model of ``cfg`` with every tensor on the meta device (shapes and dtypes only: no memory, no random
-    init), or None when it cannot be built that way (the caller then builds it normally)."""
+    init)."""
+    with torch.device("meta"):
+        clip, preprocess = load_clip(cfg.backbone.arch, None, cfg.backbone.quick_gelu, device="meta")
+        return FRAMEWORK_CLASSES[cfg.framework](cfg, clip, preprocess)
+
+
+def _empty_model(cfg: ModelConfig) -> RetrievalModel | None:
+    """``_build_empty(cfg)``, or None when the model cannot be built on the meta device (the caller then
+    builds it normally)."""
     try:
-        with torch.device("meta"):
-            clip, preprocess = load_clip(cfg.backbone.arch, None, cfg.backbone.quick_gelu, device="meta")
-            return FRAMEWORK_CLASSES[cfg.framework](cfg, clip, preprocess)
+        return _build_empty(cfg)
     except (RuntimeError, NotImplementedError, TypeError, ValueError, HybridTowerError) as exc:
         log.debug("building %s on the meta device failed (%s); building it normally", cfg.name, exc)
         return None
