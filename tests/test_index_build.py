@@ -24,10 +24,11 @@ from hybridtower.index.store import load_index
 OPTS = dict(progress=False, batch_size=2, num_workers=0)
 
 
-def make_videos(folder: Path, n: int = 5, seed: int = 0) -> list[Path]:
+def make_videos(folder: Path, n: int = 5, seed: int = 0, frames: int = 8) -> list[Path]:
     from hybridtower.data.synthetic import SynthConfig, generate
 
-    generate(folder, SynthConfig(videos=n, images=0, frames=8, sizes=("64x64",), seed=seed, workers=0), progress=False)
+    generate(folder, SynthConfig(videos=n, images=0, frames=frames, sizes=("64x64",), seed=seed, workers=0),
+             progress=False)
     return sorted((folder / "videos").iterdir())
 
 
@@ -46,6 +47,8 @@ def assets(tmp_path_factory):
     return {
         "root": root,
         "videos": videos,
+        # 21 frames for the models' 8: linspace (PIG) and segment-middle (X-Pool) sampling pick other frames
+        "long_videos": make_videos(root / "synth_long", n=4, seed=3, frames=21),
         "pig": save_tiny(root / "pig.safetensors", "pig-tiny", 0),
         "pig_other": save_tiny(root / "pig2.safetensors", "pig-tiny", 1),
         "xpool": save_tiny(root / "xpool.safetensors", "xpool-tiny", 0),
@@ -79,12 +82,18 @@ QUERIES = ["a red ball bounces", "two squares collide on a blue background", "so
 
 @pytest.mark.parametrize("preset", ["pig", "xpool"])
 def test_search_matches_evaluate_scoring(assets, tmp_path, preset):
-    folder = _folder_with(tmp_path, assets["videos"])
+    """Over clips longer than the sampled frames, where the samplers differ, the index reads the frames
+    ``evaluate`` reads (linspace for PIG, segment middles for X-Pool) and stores evaluate's vectors."""
+    from hybridtower.data.video.sampling import sample_indices
+
+    assert sample_indices(21, 8, "linspace") != sample_indices(21, 8, "uniform")  # the test can tell them apart
+    folder = _folder_with(tmp_path, assets["long_videos"])
     ckpt = assets[preset]
     summary = build_index([folder], tmp_path / "idx", ckpt, IndexOptions(**OPTS))
-    assert summary.encoded == len(assets["videos"]) and summary.exit_code == 0
+    assert summary.encoded == len(assets["long_videos"]) and summary.exit_code == 0
     manifest = read_manifest(tmp_path / "idx")
     assert manifest["index_kind"] == ("vectors" if preset == "pig" else "frames+rerank")
+    assert manifest["preprocess"]["sample_mode"] == ("linspace" if preset == "pig" else "uniform")
     paths = sorted(str(p) for p in folder.iterdir())
     ref = _reference_scores(ckpt, paths, QUERIES)
     searcher = Searcher.open(tmp_path / "idx")  # the checkpoint comes from the manifest
@@ -294,3 +303,23 @@ def test_ann_recall_on_random_vectors():
         _, got = search_ann(build_ann(x, kind), q, 10)
         recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)])
         assert recall >= floor, (kind, recall)
+
+
+def test_pig_m_models_are_refused_up_front(assets, tmp_path, capsys):
+    """PIG-M stores M vectors per video; the index holds one row per video: exit 2, one line, nothing written."""
+    from hybridtower.cli.main import main
+
+    pigm = save_tiny(tmp_path / "pigm.safetensors", "pig-m4-tiny")
+    folder = _folder_with(tmp_path, assets["videos"][:1])
+    out = tmp_path / "idx"
+    capsys.readouterr()
+    assert main(["index", str(folder), "--checkpoint", str(pigm), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "PIG-M" in err and "one vector per video" in err
+    assert str(tmp_path) not in err and not out.exists()
+    # an existing index is not deleted by --overwrite with a PIG-M checkpoint
+    build_index([folder], out, assets["pig"], IndexOptions(**OPTS))
+    gen = read_manifest(out)["generation"]
+    assert main(["index", str(folder), "--checkpoint", str(pigm), "--out", str(out), "--overwrite",
+                 "--no-progress"]) == 2
+    assert read_manifest(out)["generation"] == gen and len(Searcher.open(out)) == 1

@@ -52,6 +52,14 @@ def _resolve_device(device: str) -> str:
     return device
 
 
+def refuse_multi_vector(model) -> None:
+    """PIG-M models store M vectors per video; the index holds one row per video: refuse them (exit 2)."""
+    m = int(getattr(model, "vectors_per_video", 1) or 1)
+    if m > 1:
+        raise ConfigError(f"this checkpoint is a PIG-M model ({m} vectors per video); the index stores one vector "
+                          f"per video and cannot hold PIG-M models yet: index with a single-vector model instead")
+
+
 def _dist_env() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     rank = int(os.environ.get("RANK", "0") or 0)
@@ -61,7 +69,7 @@ def _dist_env() -> tuple[int, int]:
 
 
 def _template(model, identity: dict, paths, options: IndexOptions, shard: dict | None = None) -> dict:
-    from ..encode import preprocess_for
+    from ..encode import eval_sample_mode, preprocess_for
 
     pre = preprocess_for(model)
     qi = bool(model.query_independent)
@@ -70,7 +78,7 @@ def _template(model, identity: dict, paths, options: IndexOptions, shard: dict |
         "index_kind": "vectors" if qi else "frames+rerank",
         "dim": int(model.embed_dim),
         "frame_count": int(model.cfg.video.num_frames),
-        "preprocess": {**asdict(pre), "num_frames": int(model.cfg.video.num_frames), "sample_mode": "uniform"},
+        "preprocess": {**asdict(pre), "num_frames": int(model.cfg.video.num_frames), "sample_mode": eval_sample_mode(model)},
         "roots": [os.path.abspath(os.fspath(p)) for p in paths],
         "extensions": list(options.extensions),
         "shard": shard,
@@ -155,6 +163,8 @@ def build_index(paths, out, checkpoint=None, options: IndexOptions | None = None
     if missing_args:
         raise HybridTowerError(f"no such file or folder: {', '.join(missing_args)}")
     t0 = time.monotonic()
+    if checkpoint is not None:  # before anything is written or deleted (the load is cached for the run)
+        refuse_multi_vector(load_checkpoint(checkpoint, device=_resolve_device(options.device))[0])
     if rank == 0:
         _prepare_out(out, options)
     if checkpoint is None and not (out / store.MANIFEST).is_file():
@@ -172,6 +182,7 @@ def build_index(paths, out, checkpoint=None, options: IndexOptions | None = None
             if not isinstance(checkpoint, str) or not checkpoint:
                 raise ConfigError("the index records no checkpoint: pass --checkpoint")
         model, identity = load_checkpoint(checkpoint, device=_resolve_device(options.device))
+        refuse_multi_vector(model)
         if existing is not None:
             check_same_model(existing["model"], identity, out.name)
 

@@ -1,9 +1,10 @@
 """The decode + encode loop of an index run: ``encode_files(session, model, work, options, summary)``.
 
-Files are decoded by ``VideoFrames`` (the data package's uniform sampling and the model's preprocessing)
-in ``num_workers`` DataLoader processes that die with their parent (``workers.die_with_parent``), and
-encoded in batches with ``model.encode_video``: the frames and encoder ``hybridtower.encode`` uses for
-``evaluate``. Each decoded file also reports its (size, mtime_ns, sha256) fingerprint. A file the decoder
+Files are decoded by ``VideoFrames`` (the frame sampling ``evaluate`` uses for this model,
+``encode.eval_sample_mode``: linspace for PIG / CLIP-ViP, segment middles for meanP / X-Pool, and the
+model's preprocessing) in ``num_workers`` DataLoader processes that die with their parent and run
+single-threaded (``workers.worker_init_fn``), and encoded in batches with ``model.encode_video`` in the
+main process: the frames and encoder ``hybridtower.encode`` uses for ``evaluate``. Each decoded file also reports its (size, mtime_ns, sha256) fingerprint. A file the decoder
 cannot read, or whose encoding holds non-finite values, is skipped and listed, never stored.
 """
 
@@ -54,21 +55,31 @@ def _collate(batch: list[dict]) -> dict:
     return out
 
 
+def make_loader(model, paths: list[str], options: IndexOptions):
+    """The decoding DataLoader of an index run over ``paths`` (batches of ``_collate``); also what
+    ``benchmarks/index_throughput.py`` times as the decode-only bound."""
+    from torch.utils.data import DataLoader
+
+    from ..encode import eval_sample_mode, preprocess_for
+
+    IndexFrames = _index_frames_class()
+    ds = IndexFrames(paths, num_frames=model.cfg.video.num_frames, preprocess=preprocess_for(model),
+                     sample_mode=eval_sample_mode(model))
+    return DataLoader(ds, batch_size=options.batch_size, num_workers=options.num_workers, collate_fn=_collate,
+                      worker_init_fn=worker_init_fn() if options.num_workers else None)
+
+
 def encode_files(session: Session, model, work: list[FoundFile], options: IndexOptions, summary: IndexRunSummary,
                  desc: str) -> None:
     """Decode + encode ``work`` in order, committing every ``commit_every`` encoded videos."""
     import torch
-    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from ..encode import autocast_context, preprocess_for
+    from ..encode import autocast_context
 
     if not work:
         return
-    IndexFrames = _index_frames_class()
-    ds = IndexFrames([f.path for f in work], num_frames=model.cfg.video.num_frames, preprocess=preprocess_for(model))
-    loader = DataLoader(ds, batch_size=options.batch_size, num_workers=options.num_workers, collate_fn=_collate,
-                        worker_init_fn=worker_init_fn() if options.num_workers else None)
+    loader = make_loader(model, [f.path for f in work], options)
     device = next(model.parameters()).device
     bar = tqdm(total=len(work), desc=printable(desc), unit="video", disable=not options.progress, dynamic_ncols=True)
     since_commit = 0

@@ -4,6 +4,11 @@ A DataLoader worker blocked in a slow decode would outlive an indexing process k
 Python code runs to stop it) and keep the CPU and the file busy. ``die_with_parent`` asks the Linux
 kernel to SIGKILL the worker when its parent dies (``prctl(PR_SET_PDEATHSIG)``), and exits at once when
 the parent is already gone; on other systems it does nothing.
+
+``init_decode_worker`` (what ``worker_init_fn`` binds) also pins each worker to one torch thread (the
+DataLoader does so today; this keeps it explicit): a decode worker handles one video at a time, and W
+workers each running a full intra-op thread pool would fight the encoder in the main process for the
+same cores.
 """
 
 from __future__ import annotations
@@ -36,6 +41,14 @@ def die_with_parent(worker_id: int = 0, *, parent_pid: int | None = None) -> Non
         os._exit(1)
 
 
-def worker_init_fn():
-    """``die_with_parent`` bound to the current process as the parent (pass it to the DataLoader)."""
-    return functools.partial(die_with_parent, parent_pid=os.getpid())
+def init_decode_worker(worker_id: int = 0, *, parent_pid: int | None = None, threads: int = 1) -> None:
+    """A DataLoader ``worker_init_fn``: die with the parent and run with ``threads`` torch thread(s)."""
+    die_with_parent(worker_id, parent_pid=parent_pid)
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def worker_init_fn(threads: int = 1):
+    """``init_decode_worker`` bound to the current process as the parent (pass it to the DataLoader)."""
+    return functools.partial(init_decode_worker, parent_pid=os.getpid(), threads=threads)
