@@ -294,10 +294,12 @@ def _run(args, out: Path, recipe: DemoRecipe, shipped: bool, progress: bool, soc
         _say(f"      and start the web page with:\n      {serve_cmd}")
         return 0
     from ...service import create_app, default_cache_dir
+    from ...service.middleware import default_hosts
     from ...service.server import serve_forever
 
     host, port = sock.getsockname()[:2]
-    app = create_app(searcher, thumbnail_dir=default_cache_dir(out / "index"), title="hybridtower demo")
+    app = create_app(searcher, thumbnail_dir=default_cache_dir(out / "index"), title="hybridtower demo",
+                     allowed_hosts=default_hosts(args.host))
     _say(f"      web page: http://{host}:{port}/?q=a+red+circle+bounces   (Ctrl-C stops; same as `{serve_cmd}`)")
     serve_forever(app, sock, log_level="warning", access_log=False)
     return 0
