@@ -122,3 +122,17 @@ def test_large_gallery_is_calibrated_on_a_sample():
     fs, fr = search_ann(build_ann(x, "flat"), q, 10)
     s, r = e.search(q, 10)  # the full gallery is searched, with the kernel chosen on the sample
     np.testing.assert_array_equal(r, fr)
+
+
+def test_auto_sends_batches_through_the_matrix_product():
+    x, q = _data(3000, seed=11)
+    e = ExactIndex(x, "auto")
+    e.kernel = "faiss1"  # as if calibration had chosen it for one query
+    calls = []
+    e._search_torch = lambda *a: (calls.append(len(a[0])), ExactIndex._search_torch(e, *a))
+    fs, fr = search_ann(build_ann(x, "flat"), q, 10)
+    s, r = e.search(q, 10)
+    assert calls == [3]
+    np.testing.assert_array_equal(r, fr)
+    e.search(q[:1], 10)
+    assert calls == [3]  # one query: the calibrated kernel

@@ -18,6 +18,10 @@ Searcher when it opens an index):
 - ``blocked``: blocks of ``block_rows`` rows; each block's scores are reduced to its top-k while they are
   still in cache, then the candidates are merged.
 
+With ``"auto"`` (the Searcher's default) the kernel is chosen for one query; a batch of queries always
+goes through one BLAS matrix-matrix product (``torch``), which reads the gallery once for the whole
+batch.
+
 Every kernel returns the same answer: scores [Q, k] in descending order and their rows [Q, k]. Exact ties
 are ordered by row (lower row first, and lower rows win a tie at the k-th place: FAISS's convention).
 Kernels compute the same inner products with different summation orders, so scores may differ in the
@@ -57,11 +61,13 @@ class ExactIndex:
         self.calibration: dict | None = None
         self._torch = None
         self.kernel = "torch"
+        self.auto = False
         self.set_kernel(kernel)
 
     # ----- kernel choice -----
     def set_kernel(self, kernel: str) -> None:
-        if kernel == AUTO:
+        self.auto = kernel == AUTO
+        if self.auto:
             self.calibrate()
             return
         if kernel not in KERNELS:
@@ -142,7 +148,10 @@ class ExactIndex:
         if k == 0 or nq == 0:
             return scores, rows
         step = max(1, _SCORES_BYTES // (4 * self.ntotal))
-        fn = getattr(self, f"_search_{self.kernel}")
+        # a batch is one matrix-matrix product (compute-efficient, reads the gallery once per batch); the
+        # calibrated kernel is the best for one query. A forced kernel is used for both.
+        kernel = "torch" if self.auto and nq > 1 else self.kernel
+        fn = getattr(self, f"_search_{kernel}")
         for s in range(0, nq, step):
             fn(q[s : s + step], k, scores[s : s + step], rows[s : s + step])
         return scores, rows
