@@ -143,6 +143,7 @@ def main(argv=None) -> int:
     ap.add_argument("--big-videos", type=int, default=12,
                     help="videos per set for pig-vit-b-32 (default 12: a CPU encodes ~1 video/s)")
     ap.add_argument("--long-seconds", type=float, default=45.0)
+    ap.add_argument("--sets", default="synthetic,long", help="clip sets to measure: synthetic, long (default both)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of decode/encode/index (median)")
     ap.add_argument("--workers", type=int, default=None, help="decode workers (default: the CLI's, min(4, CPUs))")
     ap.add_argument("--batch-size", type=int, default=16)
@@ -183,7 +184,10 @@ def main(argv=None) -> int:
             torch.manual_seed(0)
             hub.save_model(hub.create_model(preset).eval(), ckpt)
         model, _ = load_checkpoint(ckpt)
+        wanted = {x.strip() for x in args.sets.split(",")}
         for set_name, files in sets.items():
+            if set_name.split()[0] not in wanted:
+                continue
             limit = args.big_videos if key != "tiny" else (args.synth if set_name == "synthetic" else args.long)
             files = files[:limit]
             folder = link_folder(work / "in" / f"{key}-{set_name.split()[0]}", files)
