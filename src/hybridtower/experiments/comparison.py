@@ -325,6 +325,7 @@ class Comparison:
         report = {
             "command": self.opts.command, "kind": self.opts.kind, "budget": self.budget, "recipe": self.recipe,
             "clip": clip_info, "select_metric": tuning.SELECT_METRIC, "tuning": chosen if self.opts.tune else {},
+            "fixed_point": None if self.opts.tune else tuning.grid_points(self.budget["lrs"], self.budget["mults"])[0],
             "header": {"num_videos": first["num_videos"], "num_captions": first["num_captions"],
                        "test_split": self.budget["test_split"], "seeds": self.budget["seeds"],
                        "title": f"Synthetic benchmark, {self.opts.kind} kind"},

@@ -186,7 +186,8 @@ def markdown_report(report: dict, labels: dict[str, str]) -> str:
              markdown_table(report["rows"], report["header"])]
     premise = report.get("premise")
     if premise:
-        state = "HOLDS" if premise["holds"] else "DOES NOT HOLD"
+        state = "HOLDS" if premise["holds"] else \
+            "cannot be checked (one seed: no interval)" if premise.get("low") is None else "DOES NOT HOLD"
         parts.append(f"\n**Premise check** (X-Pool − meanP, t2v R@1, paired over seeds): {premise['mean']:+.2f} "
                      f"(95% CI {_ci(premise)}): the premise {state}.\n")
     if report.get("paired"):
@@ -203,8 +204,14 @@ def markdown_report(report: dict, labels: dict[str, str]) -> str:
         parts.append(f"\n## Tuning on the validation split ({report['select_metric']}, seed 0)\n\n" +
                      markdown_tuning(report["tuning"], labels))
     r = report["recipe"]
+    if report.get("tuning"):
+        lr_text = "lr and new-module multiplier per framework, above"
+    else:
+        point = report.get("fixed_point") or {}
+        lr_text = (f"lr {point.get('lr', r.get('lr')):g} and new-module multiplier {point.get('new_module_lr_mult', 1):g} "
+                   "for every framework, no tuning")
     parts.append(f"\nShared recipe: {r['stage2_steps']} steps x batch {r['batch_size']}, {report['budget']['frames']} "
-                 f"frames, AdamW (lr and new-module multiplier per framework, above), wd {r['weight_decay']}, warm-up "
+                 f"frames, AdamW ({lr_text}), wd {r['weight_decay']}, warm-up "
                  f"{r['warmup_ratio']:.0%} + cosine, clip {r['grad_clip']}; start: {report['clip'].get('arch')} CLIP "
                  f"pretrained {report['clip'].get('steps')} steps on the image pairs; final weights evaluated.\n")
     return "".join(parts)
