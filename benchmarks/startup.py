@@ -21,7 +21,8 @@ are not touched) into a temporary folder; the baseline runs of every command use
 ``PYTHONPATH`` pointing at that copy, the current runs at this checkout's ``src/`` (each side's
 ``hybridtower.__file__`` is checked before timing). Runs are interleaved: every repeat runs each command
 on both sides, the side that goes first alternating, so drift in the load of a shared machine hits both
-alike. Reported: median, min and max seconds per command and side, and the ratio of the medians. A run
+alike. Reported: median, min and max seconds per command and side, and the ratio of the medians, for the
+wall time and for the CPU time (user + system) of the process, which a busy machine distorts less. A run
 that exits with an unexpected code is reported as failed (its stderr tail printed), never timed silently.
 ``--importtime`` adds, per side, the largest import costs of one ``search`` run (``python -X importtime``,
 self time summed per top-level package).
@@ -34,6 +35,7 @@ import collections
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -108,14 +110,20 @@ def build_index(dest: Path) -> str:
     return str(dest / "index")
 
 
-def timed_run(argv: list[str], env: dict, expect: int) -> tuple[float, str | None]:
-    t0 = time.perf_counter()
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_run(argv: list[str], env: dict, expect: int) -> tuple[float, float, str | None]:
+    """(wall s, CPU s (user + system) of the process, error or None)."""
+    cpu0, t0 = _children_cpu(), time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", ENTRY, *argv], env=env, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     if proc.returncode != expect:
-        return wall, f"exit {proc.returncode}: {proc.stderr.strip()[-600:]}"
-    return wall, None
+        return wall, cpu, f"exit {proc.returncode}: {proc.stderr.strip()[-600:]}"
+    return wall, cpu, None
 
 
 def import_breakdown(argv: list[str], env: dict, top: int = 10) -> list[tuple[str, float]]:
@@ -138,6 +146,22 @@ def import_breakdown(argv: list[str], env: dict, top: int = 10) -> list[tuple[st
 def summary(times: list[float]) -> dict:
     return {"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
             "max_s": round(max(times), 3), "n": len(times)}
+
+
+def print_table(what: str, table: dict, sides: dict) -> None:
+    width = max(len(label) for label in table) + 2
+    head = "".join(f"{s:>22}" for s in sides) + ("   current/baseline" if "baseline" in sides else "")
+    print(f"\n{what}\n{'command':<{width}}{head}")
+    for label, per in table.items():
+        cells = []
+        for s in sides:
+            t = per[s]
+            cells.append(f"{statistics.median(t):7.2f} s ({min(t):.2f}-{max(t):.2f})".rjust(22) if t else
+                         "failed".rjust(22))
+        ratio = ""
+        if "baseline" in sides and per["baseline"] and per["current"]:
+            ratio = f"   {statistics.median(per['current']) / statistics.median(per['baseline']):.2f}"
+        print(f"{label:<{width}}{''.join(cells)}{ratio}")
 
 
 def main() -> int:
@@ -168,16 +192,18 @@ def main() -> int:
         cmds = [c for c in commands(index) if not args.only or any(t in c[0] for t in args.only)]
         load_before = os.getloadavg()
         times: dict = {label: {s: [] for s in sides} for label, _, _ in cmds}
+        cpu_times: dict = {label: {s: [] for s in sides} for label, _, _ in cmds}
         failures: dict = {}
         order = list(sides)
         for r in range(args.repeats):
             for label, argv, expect in cmds:
                 for name in (order if r % 2 == 0 else order[::-1]):
-                    wall, err = timed_run(argv, envs[name], expect)
+                    wall, cpu, err = timed_run(argv, envs[name], expect)
                     if err:
                         failures.setdefault((label, name), err)
                     else:
                         times[label][name].append(wall)
+                        cpu_times[label][name].append(cpu)
             print(f"repeat {r + 1}/{args.repeats} done", file=sys.stderr)
         load_after = os.getloadavg()
         breakdown = ({name: import_breakdown(["search", index, QUERY], envs[name]) for name in sides}
@@ -186,22 +212,12 @@ def main() -> int:
     result = {"python": platform.python_version(), "cpus": os.cpu_count(), "repeats": args.repeats,
               "baseline_rev": args.baseline_rev, "load_before": load_before, "load_after": load_after,
               "commands": {label: {s: summary(t) for s, t in per.items() if t} for label, per in times.items()},
+              "cpu": {label: {s: summary(t) for s, t in per.items() if t} for label, per in cpu_times.items()},
               "failures": {f"{label} [{s}]": e for (label, s), e in failures.items()}}
-    print(f"\nwall time per fresh process, median of {args.repeats} (min-max); load average "
+    print(f"\nper fresh process, median of {args.repeats} (min-max); load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after, {os.cpu_count()} CPUs")
-    width = max(len(label) for label in times) + 2
-    head = "".join(f"{s:>22}" for s in sides) + ("   current/baseline" if "baseline" in sides else "")
-    print(f"{'command':<{width}}{head}")
-    for label, per in times.items():
-        cells = []
-        for s in sides:
-            t = per[s]
-            cells.append(f"{statistics.median(t):7.2f} s ({min(t):.2f}-{max(t):.2f})".rjust(22) if t else
-                         "failed".rjust(22))
-        ratio = ""
-        if "baseline" in sides and per["baseline"] and per["current"]:
-            ratio = f"   {statistics.median(per['current']) / statistics.median(per['baseline']):.2f}"
-        print(f"{label:<{width}}{''.join(cells)}{ratio}")
+    for what, table in (("wall time", times), ("CPU time (user + system)", cpu_times)):
+        print_table(what, table, sides)
     for (label, s), err in failures.items():
         print(f"FAILED {label} [{s}]: {err}")
     for name, rows in breakdown.items():
