@@ -36,7 +36,8 @@ def run(args) -> int:
         model = hub.load_model(args.model)
         source = str(args.model)
     else:
-        model = hub.create_model(args.model, pretrained=None, overrides=args.overrides)
+        # shapes and counts only: an empty model on the meta device (no memory, no random init)
+        model = hub.create_model(args.model, pretrained=None, overrides=args.overrides, device="meta")
         source = "preset"
     counts = model.parameter_counts()
     report = {
