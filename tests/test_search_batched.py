@@ -97,3 +97,22 @@ def test_xpool_index_query_vector_and_example(tmp_path):
         np.testing.assert_allclose([h.score for h in fast.hits], [h.score for h in text.hits], atol=1e-6)
     res = s.search_vector(s.vector(2), k=2)
     assert res.hits[0].id == 2 and any("mean-pooled" in n for n in res.notes)
+
+
+def test_encode_queries_equals_full_length_text_encode(tmp_path):
+    """encode_queries skips the positions after the batch's last EOT; the causal text tower makes that
+    exact: equal to encoding the full-length tokens."""
+    import torch
+
+    from hybridtower import hub
+
+    model = hub.create_model("pig-tiny")
+    model.eval()
+    searcher = Searcher.__new__(Searcher)  # only the encode path is exercised
+    searcher.model, searcher.device, searcher._lock = model, "cpu", __import__("threading").Lock()
+    texts = ["a red circle", "the small white square turns green for a moment at the end of the clip", "x"]
+    got = searcher.encode_queries(texts)
+    with torch.no_grad():
+        full = model.encode_text(model.tokenize(texts)).float().numpy()
+    assert model.tokenize(texts).shape[1] > int(model.tokenize(texts).argmax(-1).max()) + 1  # it did cut
+    np.testing.assert_allclose(got, full, rtol=0, atol=1e-5)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.display import printable_path
 from ..core.errors import HybridTowerError
 from . import store
 from .identity import check_same_model, load_checkpoint
@@ -149,7 +150,8 @@ class Searcher:
             checkpoint = recorded.get("checkpoint")
             if not checkpoint or not Path(checkpoint).exists():
                 raise store.IndexFormatError(
-                    f"the checkpoint this index was built with ({checkpoint}) is not there any more; "
+                    f"the checkpoint this index was built with ({printable_path(Path(checkpoint).name) if checkpoint else 'not recorded'}) "
+                    f"is not there any more; "
                     f"pass the same checkpoint explicitly (--checkpoint)"
                 )
         model, identity = load_checkpoint(checkpoint, device=device)
@@ -169,7 +171,7 @@ class Searcher:
             try:
                 index = load_ann(path, kind, ann.get("params") or resolve_params(kind, ann.get("requested"), n))
             except RuntimeError as exc:
-                raise store.IndexFormatError(f"FAISS index {path} is unreadable: {exc}") from exc
+                raise store.damaged(ann["file"], f"FAISS cannot read it ({type(exc).__name__})") from exc
             index = ThreadedSearch(index)
             if exact_kernel == "auto":  # same rule as exact search: one thread or all, whichever is faster here
                 index.calibrate()
@@ -225,6 +227,10 @@ class Searcher:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock, torch.no_grad():
             tokens = self.model.tokenize(list(texts)).to(self.device)
+            # the text tower is causal and reads its feature at the EOT token (the highest id): positions
+            # after the batch's last EOT cannot change any row, so they are not computed (50 -> ~13 tokens
+            # for a typical query; equal to the full-length encode to ~1e-7, tests/test_search_batched.py)
+            tokens = tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
             return np.ascontiguousarray(self.model.encode_text(tokens).float().cpu().numpy(), dtype=np.float32)
 
     @property
