@@ -323,3 +323,24 @@ def test_pig_m_models_are_refused_up_front(assets, tmp_path, capsys):
     assert main(["index", str(folder), "--checkpoint", str(pigm), "--out", str(out), "--overwrite",
                  "--no-progress"]) == 2
     assert read_manifest(out)["generation"] == gen and len(Searcher.open(out)) == 1
+
+
+def test_manifest_roots_cover_every_folder_with_kept_entries(assets, tmp_path):
+    """An index grown over two folders records both as roots (the service serves files only inside
+    them); a folder whose entries are all pruned is dropped."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    shutil.copy(assets["videos"][0], a / "one.mp4")
+    shutil.copy(assets["videos"][1], b / "two.mp4")
+    out = tmp_path / "idx"
+    build_index([a], out, assets["pig"], IndexOptions(**OPTS))
+    build_index([b], out, None, IndexOptions(**OPTS))
+    m = read_manifest(out)
+    assert m["count"] == 2 and m["roots"] == [str(b.resolve()), str(a.resolve())]
+    (a / "one.mp4").unlink()
+    build_index([b], out, None, IndexOptions(**OPTS))  # a vanished file is kept (and its root) unless --prune
+    assert read_manifest(out)["roots"] == [str(b.resolve()), str(a.resolve())]
+    build_index([b], out, None, IndexOptions(**OPTS, prune=True))
+    m = read_manifest(out)
+    assert m["count"] == 1 and m["roots"] == [str(b.resolve())]

@@ -85,6 +85,19 @@ def _template(model, identity: dict, paths, options: IndexOptions, shard: dict |
     }
 
 
+def kept_roots(new_roots: list[str], existing: dict | None, kept_paths: list[str]) -> list[str]:
+    """This run's roots, then every earlier root that still holds a kept entry (an index grown over
+    several folders keeps serving all of them: the service serves files only inside recorded roots)."""
+    roots = list(new_roots)
+    for root in (existing or {}).get("roots") or []:
+        if root in roots:
+            continue
+        prefix = root.rstrip(os.sep) + os.sep
+        if any(p == root or p.startswith(prefix) for p in kept_paths):
+            roots.append(root)
+    return roots
+
+
 def _plan(files: list[FoundFile], entries: dict[int, store.Entry], by_path: dict[str, int]):
     """(unchanged, touched [(entry, FoundFile)], to_encode [FoundFile], missing_entries [Entry]).
 
@@ -211,8 +224,11 @@ def build_index(paths, out, checkpoint=None, options: IndexOptions | None = None
             return run_distributed(paths, out, model, identity, options, summary, to_encode, touched, gone, problems,
                                    rank, world, t0, lambda shard: _template(model, identity, paths, options, shard))
 
-        session = Session(writer, model, identity, existing, _template(model, identity, paths, options),
-                          list(base_entries.values()))
+        template = _template(model, identity, paths, options)
+        gone_ids = {e.id for e in lost} | ({e.id for e in gone} if options.prune else set())
+        template["roots"] = kept_roots(template["roots"], existing,
+                                       [e.path for i, e in base_entries.items() if i not in gone_ids])
+        session = Session(writer, model, identity, existing, template, list(base_entries.values()))
         session.errors = list(problems)
         if damaged_ids or ann_damaged or needs_commit:
             session.forget_rows(damaged_ids)
