@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from blocking import within
 
 from hybridtower.data.synthetic import write_video
 from hybridtower.data.video import decode
@@ -105,22 +105,6 @@ def test_read_all_frames_refuses_a_file_too_long_to_hold(clips):
     assert read_all_frames(clips["small"]).shape == (12, 64, 64, 3)
 
 
-def _fast(fn, *args, seconds: float = 10.0):
-    box = {}
-
-    def target():
-        try:
-            box["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            box["error"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), f"{fn.__name__} blocked"
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
@@ -130,7 +114,7 @@ def test_fifo_and_device_are_refused_without_reading(tmp_path):
     for name, kind in (("pipe.mp4", "FIFO"), ("zero.mkv", "character device")):
         for fn in (read_frames, probe_video):
             with pytest.raises(VideoDecodeError) as err:
-                _fast(fn, tmp_path / name)
+                within(10.0, fn, tmp_path / name)
             assert kind in err.value.reason and f"video {name}:" in str(err.value)
             assert str(tmp_path) not in str(err.value)
     with pytest.raises(VideoDecodeError, match="is a directory"):

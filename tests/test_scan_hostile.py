@@ -12,11 +12,11 @@ import pickle
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from blocking import within
 
 import hybridtower
 from hybridtower.core.io import NotRegularFileError, open_regular
@@ -28,23 +28,6 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (
 DEMO_CKPT = Path(hybridtower.__file__).parent / "assets" / "demo-pig-tiny.safetensors"
 
 
-def _within(seconds: float, fn, *args):
-    """Run ``fn(*args)`` in a daemon thread; fail (instead of hanging the suite) if it blocks."""
-    box = {}
-
-    def target():
-        try:
-            box["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            box["error"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), f"{fn.__name__} blocked for more than {seconds} s"
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def _write_clip(path: Path) -> Path:
@@ -77,7 +60,7 @@ def hostile(tmp_path):
 
 
 def test_collect_files_skips_non_regular_entries_with_reasons(hostile):
-    files, problems = _within(10, collect_files, [hostile])
+    files, problems = within(10, collect_files, [hostile])
     assert [f.video_id for f in files] == ["alias.mp4", "good.mp4", "sub/other.mp4"]
     reasons = {Path(p["path"]).name: p["error"] for p in problems}
     assert "FIFO" in reasons["x.mp4"] and "not a regular file" in reasons["x.mp4"]
@@ -89,7 +72,7 @@ def test_collect_files_skips_non_regular_entries_with_reasons(hostile):
     for p in problems:
         assert str(hostile) not in p["error"]  # reasons hold no path; "path" says which entry
     # named explicitly, a FIFO is reported as what it is, not as missing
-    files, problems = _within(10, collect_files, [hostile / "x.mp4", hostile / "good.mp4"])
+    files, problems = within(10, collect_files, [hostile / "x.mp4", hostile / "good.mp4"])
     assert [f.video_id for f in files] == ["good.mp4"]
     assert len(problems) == 1 and "FIFO" in problems[0]["error"]
 
@@ -97,7 +80,7 @@ def test_collect_files_skips_non_regular_entries_with_reasons(hostile):
 def test_fingerprint_refuses_fifo_and_devices_promptly(hostile):
     for name, kind in (("x.mp4", "FIFO"), ("zero.mp4", "character device"), ("folder.mp4", "folder")):
         with pytest.raises(NotRegularFileError) as err:
-            _within(5, file_sha256, str(hostile / name))
+            within(5, file_sha256, str(hostile / name))
         assert kind in err.value.strerror and str(hostile) not in str(err.value)
     good = hostile / "good.mp4"
     size, mtime_ns, sha = file_fingerprint(str(good))
@@ -116,9 +99,9 @@ def test_fifo_swapped_in_after_the_stat_is_refused_on_the_open_descriptor(hostil
     real_stat = os.stat
     monkeypatch.setattr(os, "stat", lambda p, *a, **k: regular if str(p).endswith("x.mp4") else real_stat(p, *a, **k))
     with pytest.raises(NotRegularFileError, match="FIFO"):
-        _within(5, open_regular, str(hostile / "x.mp4"))
+        within(5, open_regular, str(hostile / "x.mp4"))
     with pytest.raises(NotRegularFileError, match="FIFO"):
-        _within(5, file_sha256, str(hostile / "x.mp4"))
+        within(5, file_sha256, str(hostile / "x.mp4"))
 
 
 class _Mutating:
