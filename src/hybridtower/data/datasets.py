@@ -14,6 +14,7 @@ A file that fails to decode does not crash a worker: the item is ``{"error": str
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -138,8 +139,11 @@ def load_image(path) -> np.ndarray:
     """An image file as uint8 ``[H, W, 3]`` RGB; a broken file raises VideoDecodeError (same error path)."""
     from PIL import Image, UnidentifiedImageError
 
+    from ..core.io import open_regular
+
     try:
-        with Image.open(path) as im:
+        fd, _ = open_regular(path)  # a FIFO or device named like an image is refused, never blocks
+        with os.fdopen(fd, "rb") as fh, Image.open(fh) as im:
             return np.array(im.convert("RGB"))
     except FileNotFoundError:
         raise VideoDecodeError(path, "file does not exist") from None
