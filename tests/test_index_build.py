@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from hybridtower.index import (
     EXIT_SKIPPED,
@@ -20,24 +19,9 @@ from hybridtower.index import (
     read_manifest,
 )
 from hybridtower.index.store import load_index
+from tiny_index import make_videos, save_tiny
 
 OPTS = dict(progress=False, batch_size=2, num_workers=0)
-
-
-def make_videos(folder: Path, n: int = 5, seed: int = 0, frames: int = 8) -> list[Path]:
-    from hybridtower.data.synthetic import SynthConfig, generate
-
-    generate(folder, SynthConfig(videos=n, images=0, frames=frames, sizes=("64x64",), seed=seed, workers=0),
-             progress=False)
-    return sorted((folder / "videos").iterdir())
-
-
-def save_tiny(path: Path, preset: str = "pig-tiny", seed: int = 0) -> Path:
-    from hybridtower import hub
-
-    torch.manual_seed(seed)
-    hub.save_model(hub.create_model(preset).eval(), path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -8,24 +8,19 @@ import os
 import shutil
 
 import pytest
-import torch
 
 from hybridtower.index import EXIT_NO_VIDEOS, IndexOptions, Searcher, build_index
 from hybridtower.index.store import load_index, read_errors
+from tiny_index import make_videos, save_tiny
 
 OPTS = dict(progress=False, batch_size=2, num_workers=0)
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    from hybridtower import hub
-    from hybridtower.data.synthetic import SynthConfig, generate
-
     root = tmp_path_factory.mktemp("names")
-    generate(root / "synth", SynthConfig(videos=3, images=0, frames=8, sizes=("64x64",), workers=0), progress=False)
-    torch.manual_seed(0)
-    ckpt = hub.save_model(hub.create_model("pig-tiny").eval(), root / "pig.safetensors")
-    return {"root": root, "videos": sorted((root / "synth" / "videos").iterdir()), "ckpt": ckpt}
+    videos = make_videos(root / "synth", n=3)
+    return {"root": root, "videos": videos, "ckpt": save_tiny(root / "pig.safetensors")}
 
 
 def test_non_utf8_file_name_is_indexed_found_again_and_shown_safely(assets, tmp_path, capsys):

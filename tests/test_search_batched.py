@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hybridtower.index import IndexOptions, QueryError, Searcher, build_index
+from tiny_index import make_videos, save_tiny
 
 OPTS = dict(progress=False, batch_size=4, num_workers=0)
 QUERIES = ["a red ball bounces", "blue square", "a green circle moves to the left", "赤いボール", "x"]
@@ -15,13 +16,9 @@ QUERIES = ["a red ball bounces", "blue square", "a green circle moves to the lef
 
 @pytest.fixture(scope="module")
 def searcher(tmp_path_factory):
-    from hybridtower import hub
-    from hybridtower.data.synthetic import SynthConfig, generate
-
     root = tmp_path_factory.mktemp("batched")
-    generate(root / "synth", SynthConfig(videos=5, images=0, frames=8, sizes=("64x64",), workers=0), progress=False)
-    torch.manual_seed(0)
-    ckpt = hub.save_model(hub.create_model("pig-tiny").eval(), root / "pig.safetensors")
+    make_videos(root / "synth", n=5)
+    ckpt = save_tiny(root / "pig.safetensors")
     build_index([root / "synth" / "videos"], root / "idx", ckpt, IndexOptions(**OPTS))
     return Searcher.open(root / "idx")
 

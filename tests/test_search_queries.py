@@ -8,22 +8,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import torch
 
 from hybridtower.index import IndexOptions, QueryError, Searcher, build_index, clean_query
+from tiny_index import make_videos, save_tiny
 
 OPTS = dict(progress=False, batch_size=4, num_workers=0)
 
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory):
-    from hybridtower import hub
-    from hybridtower.data.synthetic import SynthConfig, generate
-
     root = tmp_path_factory.mktemp("search")
-    generate(root / "synth", SynthConfig(videos=4, images=0, frames=8, sizes=("64x64",), workers=0), progress=False)
-    torch.manual_seed(0)
-    ckpt = hub.save_model(hub.create_model("pig-tiny").eval(), root / "pig.safetensors")
+    make_videos(root / "synth", n=4)
+    ckpt = save_tiny(root / "pig.safetensors")
     build_index([root / "synth" / "videos"], root / "idx", ckpt, IndexOptions(**OPTS))
     return {"root": root, "dir": root / "idx", "ckpt": ckpt, "searcher": Searcher.open(root / "idx")}
 
