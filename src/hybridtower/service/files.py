@@ -14,7 +14,6 @@ the check cannot change what is sent.
 from __future__ import annotations
 
 import os
-import stat as stat_mod
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 from starlette.responses import FileResponse
 
 from ..core.display import printable
+from ..core.io import NotRegularFileError, open_regular
 
 _PROC_FD = Path("/proc/self/fd")
 
@@ -88,17 +88,15 @@ def open_indexed(id: int, entry, roots: tuple[str, ...]) -> OpenedVideo:
         raise NotServable(f"{label} has no file in this index")
     if not roots:
         raise NotServable(f"{label}: the index records no indexed folders, so no file can be served")
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
+    try:  # non-blocking open, refused unless a regular file (checked again on the opened descriptor)
+        fd, st = open_regular(path)
     except (FileNotFoundError, NotADirectoryError):
         raise NotServable(f"{label} is in the index but its file is gone") from None
+    except NotRegularFileError:
+        raise NotServable(f"{label} is in the index but its file is no longer a regular file") from None
     except OSError:
         raise NotServable(f"{label} is in the index but its file cannot be read") from None
     try:
-        st = os.fstat(fd)
-        if not stat_mod.S_ISREG(st.st_mode):
-            raise NotServable(f"{label} is in the index but its file is no longer a regular file")
         if st.st_nlink == 0:
             raise NotServable(f"{label} is in the index but its file is gone")
         if int(st.st_size) != int(entry.size) or int(st.st_mtime_ns) != int(entry.mtime_ns):
