@@ -73,6 +73,8 @@ class FusionConfig:
     num_heads: int = 1  # X-Pool: one head, head dim = embed dim
     dropout: float = 0.1  # PIG release: 0.1; the xpool presets set X-Pool's own 0.3 (its MSRVTT-9k recipe)
     temperature: float = 1.0  # attention temperature (1 = plain scaled dot product)
+    # PIG only: False = "PIG without fusion", the pseudo-query t_p itself is the video vector (an ablation)
+    enabled: bool = True
 
 
 @dataclass
@@ -145,6 +147,7 @@ _FRAMEWORK_DEFAULTS = {
 # named variants of a framework: "{variant}-{size}" = the framework's preset plus these values
 VARIANTS = {
     "pig-m4": ("pig", dict(num_pseudo_queries=4)),  # PIG-M, 4 segment pseudo-queries (opt-in)
+    "pig-nofusion": ("pig", dict(fusion=dict(enabled=False))),  # ablation: t_p itself is the video vector
 }
 
 
