@@ -6,6 +6,7 @@ friendly dicts and back, and applies command-line overrides such as ``--set gene
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -148,7 +149,32 @@ def load_file(path: str | Path) -> dict:
     return data
 
 
+def _drop_neutral(data: dict, neutral: dict[str, Any]) -> dict:
+    """``data`` without the dotted keys of ``neutral`` whose value equals the neutral one."""
+    data = copy.deepcopy(data)
+    for dotted, value in neutral.items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node and node[leaf] == value:
+            del node[leaf]
+    return data
+
+
 def config_hash(cfg: Any) -> str:
-    """A short stable hash of a config (used to tie indexes and checkpoints to a model)."""
-    blob = json.dumps(to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg, sort_keys=True)
+    """A short stable hash of a config (used to tie indexes and checkpoints to a model).
+
+    A dataclass may list, in a ``HASH_NEUTRAL`` class attribute (dotted key -> value), fields added after
+    indexes were first built together with the value that reproduces the old behaviour: such a field is left
+    out of the hash while it holds that value, so adding an option does not orphan every existing index.
+    """
+    if dataclasses.is_dataclass(cfg):
+        data = to_dict(cfg)
+        neutral = getattr(type(cfg), "HASH_NEUTRAL", None)
+        if neutral:
+            data = _drop_neutral(data, neutral)
+    else:
+        data = cfg
+    blob = json.dumps(data, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
