@@ -75,6 +75,7 @@ VARIANTS = {
     "pig-stage1-images": ("PIG + stage 1 on the image pairs (generator only, +60 steps)",
                           {"stage1_steps": 60, "stage1_data": "images:{synth}/images.jsonl"}),
     "pig-steps2x": ("PIG with twice the steps", {"steps_mult": 2}),
+    "pig-nofusion": ("PIG without fusion (t_p itself is the video vector)", {"model_overrides": ["fusion.enabled=false"]}),
 }
 BUDGETS = {
     # scenes: 2-4 scenes per clip, a caption per scene; 8 frames (2-4 per scene). Sized for a shared 2-core

@@ -7,6 +7,10 @@ Video side, computed offline from the video alone (method.md sections 1.1-1.4 an
     t_p    = Generator([x_v; x_f; its])           pseudo-query in the text feature space
     v      = XPoolFusion(t_p, [x_v; x_f])         the stored video vector (L2-normalised)
 
+``fusion.enabled = False`` (preset ``pig-nofusion-*``, an ablation for the investigation of issue 9) stores
+``v = t_p / |t_p|`` instead: the same generator and losses, no pseudo-interaction fusion (the fusion
+weights stay in the model, untrained and unused).
+
 Online: ``score(t, v) = t . v`` (exactly Two-Tower's cost). Training (``forward``) also returns ``t_p``
 for the reconstruction loss ``2 - 2 cos(t_p, t)``.
 
@@ -97,8 +101,23 @@ class PIG(RetrievalModel):
             return self._multi_from_tokens(vt, fuse=fuse, k=k)
         positions = self.its_positions(vt, k)
         t_p = self.generator(self.generator_inputs(vt, positions))
-        video = F.normalize(self.fusion(t_p, self.fusion_tokens(vt)), dim=-1) if fuse else None
+        video = self._video_vectors(t_p, vt) if fuse else None
         return PigVideoOutput(video=video, pseudo_query=t_p, its_positions=positions, tokens=vt)
+
+    @property
+    def fusion_enabled(self) -> bool:
+        return bool(getattr(self.cfg.fusion, "enabled", True))
+
+    def _video_vectors(self, t_p: torch.Tensor, vt: VideoTokens, repeat: int = 1) -> torch.Tensor:
+        """The stored vectors of ``t_p`` [B*repeat, D]: ``fusion(t_p, [x_v; x_f])`` normalised (the paper's
+        PIG), or with ``fusion.enabled = False`` ("PIG without fusion", an ablation) ``t_p`` itself,
+        normalised. ``repeat`` pseudo-queries per video (PIG-M) each see the whole video."""
+        if not self.fusion_enabled:
+            return F.normalize(t_p, dim=-1)
+        kv = self.fusion_tokens(vt)
+        if repeat > 1:
+            kv = kv.repeat_interleave(repeat, dim=0)
+        return F.normalize(self.fusion(t_p, kv), dim=-1)
 
     # --- PIG-M: one pseudo-query per temporal segment ---
     def segments(self, num_frames: int) -> list[list[int]]:
@@ -149,8 +168,7 @@ class PIG(RetrievalModel):
             t_p = torch.stack([self.generator(x) for x in inputs], dim=1)
         video = None
         if fuse:
-            kv = self.fusion_tokens(vt).repeat_interleave(m, dim=0)  # every pseudo-query sees the whole video
-            video = F.normalize(self.fusion(t_p.flatten(0, 1), kv), dim=-1).view(b, m, -1)
+            video = self._video_vectors(t_p.flatten(0, 1), vt, repeat=m).view(b, m, -1)
         return PigVideoOutput(video=video, pseudo_query=t_p, its_positions=torch.stack(positions, dim=1), tokens=vt)
 
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
