@@ -199,3 +199,59 @@ def test_create_model_on_meta_has_the_real_shapes_and_counts():
     assert all(t.is_meta for t in empty.state_dict().values())
     with pytest.raises(ValueError, match="no weights"):
         hub.create_model("xpool-tiny", pretrained="openai", device="meta")
+
+
+# ----- the search path in a fresh process: no open_clip package, torchvision, timm or torch._dynamo -----
+
+SEARCH_HEAVY = ("open_clip", "torchvision", "timm", "torch._dynamo", "sympy")
+SEARCH_PROBE = """
+import json, sys, traceback
+HEAVY = %r
+first = {}
+
+class Spy:  # records who first imports a heavy module; finds nothing itself
+    def find_spec(self, name, path=None, target=None):
+        if not first and any(name == h or name.startswith(h + ".") for h in HEAVY):
+            frames = [f for f in traceback.extract_stack() if "hybridtower" in f.filename.replace("\\\\", "/")]
+            where = frames[-1] if frames else None
+            first.update(module=name, at=(where.filename.replace("\\\\", "/").split("/hybridtower/")[-1] + ":"
+                                          + where.name) if where else "outside hybridtower")
+        return None
+
+sys.meta_path.insert(0, Spy())
+from hybridtower.cli.main import main
+try:
+    rc = main(sys.argv[1:])
+except SystemExit as exc:
+    rc = exc.code
+print(json.dumps({"rc": rc, "modules": sorted(sys.modules), "first": first}), file=sys.stderr)
+""" % (SEARCH_HEAVY,)
+
+
+@pytest.fixture(scope="module")
+def demo_index(tmp_path_factory):
+    from tiny_index import make_videos
+
+    from hybridtower.index import IndexOptions, build_index
+
+    root = tmp_path_factory.mktemp("startup-index")
+    make_videos(root / "clips", n=3, seed=3)
+    build_index([root / "clips" / "videos"], root / "index", str(DEMO_CKPT),
+                IndexOptions(progress=False, batch_size=3, num_workers=0))
+    return root / "index"
+
+
+def test_search_in_a_fresh_process_imports_no_open_clip_torchvision_timm_or_dynamo(demo_index):
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", SEARCH_PROBE, "search", str(demo_index), "a red ball bounces",
+                           "-k", "2"], capture_output=True, text=True, timeout=55, env=env)
+    report = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert report["rc"] == 0 and "video" in proc.stdout, proc.stderr[-1500:]  # a real search ran and answered
+    loaded = set(report["modules"])
+    heavy = sorted(m for m in loaded if any(m == h or m.startswith(h + ".") for h in SEARCH_HEAVY))
+    assert "hybridtower._open_clip_tokenizer" in loaded or "open_clip.tokenizer" in loaded
+    if heavy and report["first"].get("at", "").startswith("hub.py:"):
+        # Known and outside the tokenizer: hub.load_model builds the CLIP towers with open_clip.create_model,
+        # whose package imports torchvision and timm. This xfail turns into a pass once that is changed.
+        pytest.xfail(f"{report['first']['module']} imported by {report['first']['at']} ({len(heavy)} heavy modules)")
+    assert not heavy, f"`hybridtower search` imported {heavy[:8]} (first {report['first']})"

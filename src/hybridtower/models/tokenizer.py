@@ -1,17 +1,88 @@
-"""Caption tokenisation with open_clip's shipped CLIP BPE tokenizer (no network)."""
+"""Caption tokenisation with open_clip's shipped CLIP BPE tokenizer (no network).
+
+The tokenizer is open_clip's own code and vocabulary (``open_clip/tokenizer.py`` and the
+``bpe_simple_vocab_16e6.txt.gz`` next to it), but it is loaded WITHOUT running the ``open_clip`` package's
+``__init__``: that ``__init__`` imports every open_clip submodule, and with them torchvision (-> torch._dynamo,
+torch.fx, sympy) and timm, which a text query never needs and which cost a CLI ``search`` most of its
+start-up. :func:`open_clip_tokenizer_module` finds the package with ``importlib.util.find_spec`` (which
+does not import a top-level package), checks that its ``tokenizer.py`` imports nothing relative to the
+package, and executes that one file under a private module name. If open_clip is already imported, or the
+file cannot be loaded that way (another layout, a relative import, a zip install), it falls back to the
+normal ``import open_clip.tokenizer``. Either way the same source runs, so the tokens are identical.
+"""
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import logging
+import sys
 from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
 
 import torch
+
+log = logging.getLogger(__name__)
+
+PRIVATE_NAME = "hybridtower._open_clip_tokenizer"  # where the standalone copy of the module is registered
+
+
+def _standalone_tokenizer_file() -> Path | None:
+    """``open_clip/tokenizer.py`` when it can run on its own (no relative import), else None. Imports nothing."""
+    try:
+        spec = importlib.util.find_spec("open_clip")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "tokenizer.py"
+        try:
+            tree = ast.parse(path.read_bytes(), filename=str(path))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        if any(isinstance(node, ast.ImportFrom) and node.level > 0 for node in ast.walk(tree)):
+            return None
+        return path
+    return None
+
+
+def _load_standalone(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(PRIVATE_NAME, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path.name} by file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PRIVATE_NAME] = module  # as an import would; dataclasses/pickle look modules up here
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(PRIVATE_NAME, None)
+        raise
+    return module
+
+
+@lru_cache(maxsize=1)
+def open_clip_tokenizer_module() -> ModuleType:
+    """open_clip's ``tokenizer`` module: loaded on its own (without the open_clip package) when possible."""
+    if "open_clip.tokenizer" in sys.modules:  # already paid for: share it
+        return sys.modules["open_clip.tokenizer"]
+    if PRIVATE_NAME in sys.modules:
+        return sys.modules[PRIVATE_NAME]
+    path = _standalone_tokenizer_file()
+    if path is not None:
+        try:
+            return _load_standalone(path)
+        except Exception as exc:  # noqa: BLE001 - any failure: the normal import below still works
+            log.debug("loading open_clip's tokenizer on its own failed (%s); importing open_clip", exc)
+    import open_clip.tokenizer
+
+    return open_clip.tokenizer
 
 
 @lru_cache(maxsize=1)
 def _bpe():
-    from open_clip.tokenizer import SimpleTokenizer
-
-    return SimpleTokenizer()
+    return open_clip_tokenizer_module().SimpleTokenizer()
 
 
 class Tokenizer:
