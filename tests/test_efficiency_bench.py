@@ -79,6 +79,58 @@ def test_bench_efficiency_runs_end_to_end(tmp_path, capsys):
     assert "PIG / Two-Tower" in capsys.readouterr().out
     assert torch.get_num_threads() == threads_before  # --threads is restored afterwards
 
+    # PIG-M, cost per M: stored bytes, FLOPs that grow with M, search FLOPs 2*M*N*D, extrapolation past the limit
+    mv = report["multi_vector"]
+    assert mv["m_values"] == [1, 2, 4, 8]
+    off_m = {r["m"]: r for r in mv["offline"]}
+    for m, r in off_m.items():
+        assert r["storage_bytes_fp32"] == 4 * m * d and r["vectors_per_video"] == m and r["ms"] > 0
+    assert off_m[1]["gflops"] == pytest.approx(off["pig"]["gflops"], rel=1e-9)  # M = 1 is PIG
+    assert off_m[1]["gflops"] < off_m[2]["gflops"] < off_m[4]["gflops"] < off_m[8]["gflops"]
+    assert 0 < off_m[1]["gflops_after_encoder"] < off_m[8]["gflops_after_encoder"] < off_m[8]["gflops"]
+    mrows = {r["n"]: r["per_m"] for r in mv["rows"]}
+    assert set(mrows) == {64, 256}
+    for n, per in mrows.items():
+        for m in (1, 2, 4, 8):
+            c = per[str(m)]
+            assert c["search_gflops"] * 1e9 == pytest.approx(2 * m * n * d)
+            assert c["floor_ms"] == pytest.approx(4 * m * n * d / bw * 1e3)
+            assert c["search_ms"] > 0 and c["total_ms"] == pytest.approx(mv["text_ms"] + c["search_ms"])
+    # limit 0.5 MB: at N = 256 the M = 4 (512 KiB) and M = 8 galleries are scaled from N = 64, the others measured
+    assert [mrows[256][str(m)]["extrapolated"] for m in (1, 2, 4, 8)] == [False, False, True, True]
+    assert mrows[256]["8"]["extrapolated_from"] == 64
+    assert mrows[256]["8"]["search_ms"] == pytest.approx(mrows[64]["8"]["search_ms"] * 4)
+    assert report["devices_used"] == ["cpu"] and mv["devices_used"] == ["cpu"]
+    assert "PIG-M: cost per M" in table and "| PIG-M, M = 8 |" in table
+
+
+@pytest.mark.parametrize("m", [1, 3])
+def test_multi_vector_topk_is_the_max_over_each_videos_rows(m):
+    from hybridtower.analysis.efficiency_multi import multi_vector_topk
+
+    g = torch.Generator().manual_seed(m)
+    n, d = 50, 16
+    rows = torch.nn.functional.normalize(torch.randn(n * m + 7, d, generator=g), dim=-1)  # 7 spare rows: a prefix view
+    q = torch.nn.functional.normalize(torch.randn(1, d, generator=g), dim=-1)
+    scores, ids = multi_vector_topk(q, rows, n, m, 5)
+    expected = torch.tensor([max(float(rows[i * m + j] @ q[0]) for j in range(m)) for i in range(n)])
+    top = expected.topk(5)
+    assert torch.equal(ids, top.indices)
+    assert torch.allclose(scores, top.values, atol=1e-6)
+
+
+def test_bench_m_values_are_checked_before_measuring(capsys):
+    from hybridtower.core.errors import ConfigError
+
+    with pytest.raises(SystemExit):
+        main(["bench", "efficiency", "--m-values", "1,x"])
+    assert "bad --m-values" in capsys.readouterr().err
+    # pig-tiny has 8 frames: 9 pseudo-queries cannot each get a segment; refused at once, not after the benchmark
+    from hybridtower.analysis.efficiency import EfficiencyConfig, run_efficiency
+
+    with pytest.raises(ConfigError, match="num_pseudo_queries 9"):
+        run_efficiency(EfficiencyConfig(model_size="tiny", m_values=[1, 9]), progress=False, models={})
+
 
 def test_bench_rejects_bad_sizes(capsys):
     with pytest.raises(SystemExit):

@@ -15,6 +15,14 @@ One run measures, side by side and on the same machine:
 * **The floor**: bytes of stored vectors a query must read, divided by the memory bandwidth of a
   read-only scan measured in the same run (:mod:`hybridtower.analysis.bandwidth`; the copy figure,
   read + written bytes per second, is reported beside it).
+* **PIG-M, cost per M** (``m_values``, default 1, 2, 4, 8): offline FLOPs/time and stored bytes per
+  video, and the search over ``M x N`` stored rows + max per video at each N
+  (:mod:`.efficiency_multi`).
+
+Everything runs on ``cfg.device``: models, stored galleries (drawn there by a generator on that device),
+queries and searches; ``devices_used`` in the report lists where every tensor a timed search touched
+lived, so a GPU run shows that nothing fell back to the host. (FAISS and the Searcher's exact kernels are
+CPU code and are measured on CPU runs only.)
 
 Model weights are random (``create_model`` without pretrained weights): neither FLOPs nor time depend
 on their values. Stored galleries are random unit vectors for the same reason. A gallery that would not
@@ -22,7 +30,8 @@ fit (``max_gallery_gb``, and never more than half of the free memory) is not all
 extrapolated linearly from the largest measured N and marked ``extrapolated`` everywhere it appears.
 
 Pieces: :mod:`.efficiency_config` (the config), :mod:`.timing`, :mod:`.bandwidth`, :mod:`.machine`,
-:mod:`.efficiency_report` (Markdown and plot); this module runs the measurements.
+:mod:`.efficiency_multi` (PIG-M), :mod:`.efficiency_report` (Markdown and plot); this module runs the
+measurements.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from dataclasses import asdict
 
 from .bandwidth import measure_bandwidth
 from .efficiency_config import FRAMEWORKS, LABELS, PUBLISHED_VIT_B_32_GFLOPS, EfficiencyConfig
+from .efficiency_multi import build_multi_models, check_m_values, multi_vector_costs
 from .efficiency_report import format_markdown, plot_latency
 from .flops import FlopCount, count_flops
 from .machine import available_memory_bytes, machine_info
@@ -44,6 +54,7 @@ __all__ = [
     "time_round_robin",
     "measure_bandwidth",
     "pig_part_costs",
+    "multi_vector_costs",
     "run_efficiency",
     "format_markdown",
     "plot_latency",
@@ -172,14 +183,22 @@ def _fits(nbytes: int, cfg: EfficiencyConfig, device) -> bool:
     return free is None or nbytes <= 0.5 * free
 
 
+def _generator(device, seed: int):
+    """A random generator on ``device``: stored arrays are drawn where they live (drawing 10M x 512 floats
+    on the host and copying them to a GPU took longer than every timed search together)."""
+    import torch
+
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def _random_unit(n: int, d: int, device, seed: int, chunk: int = 65536):
     import torch
 
-    g = torch.Generator().manual_seed(seed)
+    g = _generator(device, seed)
     out = torch.empty(n, d, dtype=torch.float32, device=device)
     for s in range(0, n, chunk):
-        x = torch.randn(min(chunk, n - s), d, generator=g)
-        out[s : s + x.shape[0]] = torch.nn.functional.normalize(x, dim=-1).to(device)
+        x = torch.randn(min(chunk, n - s), d, generator=g, device=device)
+        out[s : s + x.shape[0]] = torch.nn.functional.normalize(x, dim=-1)
     return out
 
 
@@ -226,6 +245,9 @@ def _online(models: dict, cfg: EfficiencyConfig, device, bandwidth: dict, bar) -
     fx = FoldedXPool(xp.fusion)
     q = [cfg.query]
     on_cuda = str(device).startswith("cuda")
+    chunk = cfg.xpool_chunk_for(device)
+    # where every tensor a timed search touched lived: on a GPU run each entry must be that GPU
+    devices_used = {str(next(m.parameters()).device) for m in (pig, tt, xp)} | {str(fx.m.device)}
     use_faiss = cfg.faiss and not on_cuda
     if use_faiss:
         try:
@@ -245,13 +267,14 @@ def _online(models: dict, cfg: EfficiencyConfig, device, bandwidth: dict, bar) -
     with torch.no_grad():
         tq = {n: encode(m)() for n, m in (("pig", pig), ("two_tower", tt), ("xpool", xp))}
         xq = fx.prepare_query(tq["xpool"])
+    devices_used |= {str(v.device) for v in tq.values()} | {str(xq[0].device)}
     xq_flops = count_flops(lambda: fx.prepare_query(tq["xpool"]))
     chunk_flops: dict[int, FlopCount] = {}
 
     def xpool_flops(n: int) -> FlopCount:
         total = xq_flops
-        full, rem = divmod(n, cfg.xpool_chunk)
-        for size, times in ((cfg.xpool_chunk, full), (rem, 1)):
+        full, rem = divmod(n, chunk)
+        for size, times in ((chunk, full), (rem, 1)):
             if size and times:
                 if size not in chunk_flops:
                     probe = torch.zeros(size, t_frames, d, device=device)
@@ -277,6 +300,7 @@ def _online(models: dict, cfg: EfficiencyConfig, device, bandwidth: dict, bar) -
                 index, gallery = _faiss_index(_random_unit(n, d, "cpu", cfg.seed + n), d)
             else:
                 gallery = _random_unit(n, d, device, cfg.seed + n)
+            devices_used.add(str(gallery.device))
             kk = min(k, n)
 
             def search(tfeat, g=gallery, kk=kk):
@@ -293,12 +317,7 @@ def _online(models: dict, cfg: EfficiencyConfig, device, bandwidth: dict, bar) -
                                 min_seconds=cfg.min_seconds)
             exact = None
             if not on_cuda:  # the Searcher's own path: its exact kernel, calibrated on this gallery
-                from ..index.exact import ExactIndex
-
-                exact = ExactIndex(gallery.numpy(), "auto")
-                qnp = tq["pig"].cpu().numpy()
-                s_exact = time_call(lambda: exact.search(qnp, kk), repeats=cfg.repeats, warmup=cfg.warmup,
-                                    min_seconds=cfg.min_seconds)
+                exact, s_exact = _searcher_timing(gallery, tq["pig"], kk, cfg, row)
             mm_flops = count_flops(lambda: gallery @ tq["pig"].t())
             for name in ("pig", "two_tower"):
                 row[name] = {
@@ -330,14 +349,15 @@ def _online(models: dict, cfg: EfficiencyConfig, device, bandwidth: dict, bar) -
                 "text_ms": text_time["xpool"].median_ms}
         if _fits(x_bytes, cfg, device):
             store = _xpool_store(fx, n, t_frames, d, device, cfg)
+            devices_used.add(str(store.device))
             kk = min(k, n)
 
             def xsearch(st=store, kk=kk):
                 tx = xp.encode_text(xp.tokenize(q))
-                return fetch(torch.topk(fx.scores(tx, st, chunk=cfg.xpool_chunk)[0], kk).indices)
+                return fetch(torch.topk(fx.scores(tx, st, chunk=chunk)[0], kk).indices)
 
             def xsearch_only(st=store, kk=kk):
-                return fetch(torch.topk(fx.scores(tq["xpool"], st, chunk=cfg.xpool_chunk)[0], kk).indices)
+                return fetch(torch.topk(fx.scores(tq["xpool"], st, chunk=chunk)[0], kk).indices)
 
             reps = max(1, cfg.repeats if n * t_frames * d < 2e9 else min(cfg.repeats, 3))
             tm = time_call(xsearch, repeats=reps, warmup=cfg.warmup, device=device, min_seconds=cfg.min_seconds)
@@ -365,18 +385,33 @@ def _online(models: dict, cfg: EfficiencyConfig, device, bandwidth: dict, bar) -
         bar.update(1)
     text = {n: {"gflops": text_flops[n].total / 1e9, **text_time[n].to_dict()} for n in text_flops}
     return {"text_encoder": text, "xpool_query_prep_gflops": xq_flops.total / 1e9, "rows": rows,
-            "faiss_used": use_faiss}
+            "faiss_used": use_faiss, "xpool_chunk": chunk, "devices_used": sorted(devices_used)}
+
+
+def _searcher_timing(gallery, query, kk: int, cfg: EfficiencyConfig, row: dict):
+    """The Searcher's exact search (``ExactIndex``, kernel calibrated on this gallery), or (None, None) with a
+    note in ``row`` when it cannot run here (its calibration needs FAISS)."""
+    try:
+        from ..index.exact import ExactIndex
+
+        exact = ExactIndex(gallery.numpy(), "auto")
+    except ImportError as exc:
+        row["searcher_skipped"] = f"the Searcher's exact search could not run: {exc}"
+        return None, None
+    qnp = query.cpu().numpy()
+    t = time_call(lambda: exact.search(qnp, kk), repeats=cfg.repeats, warmup=cfg.warmup, min_seconds=cfg.min_seconds)
+    return exact, t
 
 
 def _xpool_store(fx, n: int, t: int, d: int, device, cfg: EfficiencyConfig):
     import torch
 
-    g = torch.Generator().manual_seed(cfg.seed + 7 * n)
+    g = _generator(device, cfg.seed + 7 * n)
     store = torch.empty(n, t, d, dtype=torch.float32, device=device)
     step = max(1, 2**22 // (t * d))
     with torch.no_grad():
         for s in range(0, n, step):
-            x = torch.randn(min(step, n - s), t, d, generator=g).to(device)
+            x = torch.randn(min(step, n - s), t, d, generator=g, device=device)
             store[s : s + x.shape[0]] = fx.store(x)
     return store
 
@@ -391,6 +426,7 @@ def _xpool_naive_check(models: dict, cfg: EfficiencyConfig, device) -> dict:
     fx = FoldedXPool(xp.fusion)
     t = int(xp.preprocess_config()["num_frames"])
     n = min(1000, cfg.sizes[0])
+    chunk = cfg.xpool_chunk_for(device)
     g = torch.Generator().manual_seed(cfg.seed + 1)
     frames = torch.randn(n, t, xp.embed_dim, generator=g).to(device)
     with torch.no_grad():
@@ -398,7 +434,7 @@ def _xpool_naive_check(models: dict, cfg: EfficiencyConfig, device) -> dict:
         store = fx.store(frames)
         diff = (xp.score(text, frames) - fx.scores(text, store)).abs().max().item()
     naive = time_call(lambda: xp.score(text, frames), repeats=3, warmup=1, device=device)
-    fast = time_call(lambda: fx.scores(text, store, chunk=cfg.xpool_chunk), repeats=3, warmup=1, device=device)
+    fast = time_call(lambda: fx.scores(text, store, chunk=chunk), repeats=3, warmup=1, device=device)
     return {"n": n, "max_abs_score_difference": diff, "model_score_ms": naive.median_ms,
             "folded_ms": fast.median_ms, "speedup": naive.median_ms / fast.median_ms}
 
@@ -418,6 +454,7 @@ def run_efficiency(cfg: EfficiencyConfig, progress: bool = True, models: dict | 
     import torch
 
     cfg.validate()
+    check_m_values(cfg.model_size, cfg.m_values)
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         from ..core.errors import ConfigError
@@ -448,7 +485,8 @@ def _run(cfg: EfficiencyConfig, device, progress: bool, models: dict | None) -> 
     from tqdm.auto import tqdm
 
     started = time.time()
-    bar = tqdm(total=2 + len(FRAMEWORKS) + len(cfg.sizes), desc="bench efficiency", disable=not progress)
+    bar = tqdm(total=2 + len(FRAMEWORKS) + len(cfg.sizes) * (2 if cfg.m_values else 1), desc="bench efficiency",
+               disable=not progress)
     bar.set_postfix_str("building models")
     models = models or build_models(cfg.model_size, device)
     bar.update(1)
@@ -459,6 +497,14 @@ def _run(cfg: EfficiencyConfig, device, progress: bool, models: dict | None) -> 
     image = _image_check(models, cfg, device)
     online = _online(models, cfg, device, bandwidth, bar)
     online["xpool_folded_check"] = _xpool_naive_check(models, cfg, device)
+    multi = None
+    if cfg.m_values:
+        bar.set_postfix_str("PIG-M models")
+        multi_models = build_multi_models(cfg.model_size, cfg.m_values, device, pig=models["pig"])
+        multi = multi_vector_costs(multi_models, cfg, device, bandwidth, online["text_encoder"]["pig"]["median_ms"],
+                                   fits=lambda nbytes: _fits(nbytes, cfg, device),
+                                   random_unit=lambda n, d, seed: _random_unit(n, d, device, seed), bar=bar)
+        del multi_models
     bar.close()
     return {
         "config": asdict(cfg),
@@ -470,6 +516,8 @@ def _run(cfg: EfficiencyConfig, device, progress: bool, models: dict | None) -> 
         "bandwidth": bandwidth,
         "offline": offline,
         "online": online,
+        "multi_vector": multi,
+        "devices_used": sorted(set(online["devices_used"]) | set(multi["devices_used"] if multi else [])),
         "parameters": {fw: m.parameter_counts() for fw, m in models.items()},
         "seconds": time.time() - started,
     }
@@ -486,6 +534,10 @@ def _command_line(cfg: EfficiencyConfig) -> str:
         parts.append(f"--repeats {cfg.repeats}")
     if cfg.threads:
         parts.append(f"--threads {cfg.threads}")
+    if cfg.m_values != default.m_values:
+        parts.append("--m-values " + (",".join(str(m) for m in cfg.m_values) or "none"))
+    if cfg.max_gallery_gb != default.max_gallery_gb:
+        parts.append(f"--max-gallery-gb {cfg.max_gallery_gb:g}")
     return " ".join(parts)
 
 

@@ -30,11 +30,18 @@ class EfficiencyConfig:
     topk: int = 10
     threads: int | None = None  # torch / FAISS threads (None: leave as is)
     max_gallery_gb: float = 8.0  # largest stored array allocated; larger galleries are extrapolated
-    xpool_chunk: int = 4096  # videos per X-Pool scoring chunk
+    xpool_chunk: int | None = None  # videos per X-Pool scoring chunk (None: 4096 on a CPU, 65536 on a GPU)
     faiss: bool = True
     bandwidth_mb: int = 512  # size of each array of the copy benchmark (the read scan uses twice that)
     seed: int = 0
     query: str = "a man is chopping garlic in a kitchen"
+    # PIG-M: pseudo-query vectors per video to cost (offline, stored bytes, search at each N); [] skips it
+    m_values: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+
+    def xpool_chunk_for(self, device) -> int:
+        if self.xpool_chunk:
+            return int(self.xpool_chunk)
+        return 65536 if str(device).startswith("cuda") else 4096
 
     def validate(self) -> "EfficiencyConfig":
         from ..core.errors import ConfigError
@@ -47,5 +54,10 @@ class EfficiencyConfig:
             raise ConfigError("repeats, offline repeats and offline batch must be >= 1")
         if self.topk < 1:
             raise ConfigError("--topk must be >= 1")
+        if any(int(m) < 1 for m in self.m_values):
+            raise ConfigError(f"--m-values must be positive integers, got {self.m_values}")
+        if self.xpool_chunk is not None and self.xpool_chunk < 1:
+            raise ConfigError("--xpool-chunk must be >= 1")
         self.sizes = sorted({int(n) for n in self.sizes})
+        self.m_values = sorted({int(m) for m in self.m_values})
         return self

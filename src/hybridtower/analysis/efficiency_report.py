@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .efficiency_config import FRAMEWORKS
 
-__all__ = ["format_markdown", "plot_latency"]
+__all__ = ["format_markdown", "format_multi_markdown", "plot_latency"]
 
 
 def _fmt_ms(v) -> str:
@@ -98,7 +98,61 @@ def format_markdown(report: dict) -> str:
     if ck:
         lines.append(f"X-Pool is timed with its cheapest exact form (`FoldedXPool`, same scores as `XPool.score` "
                      f"within {ck['max_abs_score_difference']:.1e}; {ck['speedup']:.1f}x faster than it at N={ck['n']:,}).")
+    if report.get("multi_vector"):
+        lines += [""] + format_multi_markdown(report)
+    if report.get("devices_used"):
+        lines.append("")
+        lines.append("Devices of every tensor the timed searches touched: " + ", ".join(f"`{d}`" for d in report["devices_used"]) + ".")
     return "\n".join(lines) + "\n"
+
+
+def format_multi_markdown(report: dict) -> list[str]:
+    """The PIG-M cost-per-M tables, with Two-Tower and X-Pool from the same run beside them."""
+    mv = report["multi_vector"]
+    ms = mv["m_values"]
+    off = {r["m"]: r for r in mv["offline"]}
+    lines = ["**PIG-M: cost per M** (M pseudo-query vectors stored per video, a query scores the max over them; "
+             "random weights; offline time = median per video, all M timed round-robin)", "",
+             "| model | offline GFLOPs / video | of which after the encoder | offline ms / video | stored / video (fp32) |",
+             "|---|---:|---:|---:|---:|"]
+    for m in ms:
+        r = off[m]
+        name = "PIG (M = 1)" if m == 1 else f"PIG-M, M = {m}"
+        lines.append(f"| {name} | {r['gflops']:.2f} | {r['gflops_after_encoder']:.3f} | {_fmt_ms(r.get('ms'))} "
+                     f"| {r['storage_bytes_fp32']:,} B |")
+    o = report["offline"]
+    for fw in ("meanp", "xpool"):
+        if fw in o:
+            lines.append(f"| {o[fw]['label']} | {o[fw]['gflops']:.2f} | | {_fmt_ms(o[fw]['ms'])} | {o[fw]['storage_bytes_fp32']:,} B |")
+    rows = {r["n"]: r for r in report["online"]["rows"]}
+    lines += ["", "Online search per query (median ms, text encoding excluded: "
+              f"{_fmt_ms(mv['text_ms'])} ms for every model; in brackets: x the M = 1 search and x its own floor "
+              "M x N x D x 4 B / read bandwidth)", "",
+              "| N | " + " | ".join("PIG (M = 1)" if m == 1 else f"M = {m}" for m in ms) + " | Two-Tower | X-Pool |",
+              "|---:|" + "---:|" * (len(ms) + 2)]
+    for r in mv["rows"]:
+        cells = []
+        for m in ms:
+            c = r["per_m"][str(m)]
+            if c.get("search_ms") is None:
+                cells.append("-")
+                continue
+            text = _fmt_ms(c["search_ms"])
+            extra = [f"{c['search_vs_m1']:.2f}x"] if m != ms[0] and c.get("search_vs_m1") else []
+            extra.append(f"{c['search_vs_floor']:.2f}x floor")
+            text += " (" + ", ".join(extra) + ")"
+            if c.get("extrapolated"):
+                text += " (extrapolated)"
+            cells.append(text)
+        base = rows.get(r["n"], {})
+        tt = _fmt_ms(base["pig"]["search_torch_ms"]) if "pig" in base else "-"
+        x = base.get("xpool", {})
+        xs = _fmt_ms(x.get("search_ms")) + (" (extrapolated)" if x.get("extrapolated") else "") if x else "-"
+        lines.append(f"| {_fmt_n(r['n'])} | " + " | ".join(cells) + f" | {tt} | {xs} |")
+    lines.append("")
+    lines.append("Two-Tower's search is the same matrix product over N x D as PIG's (`PIG search: torch` above); "
+                 "X-Pool's is its fusion with every stored video. Search GFLOPs per query: 2 x M x N x D.")
+    return lines
 
 
 def plot_latency(report: dict, path) -> None:
@@ -129,6 +183,14 @@ def plot_latency(report: dict, path) -> None:
          color="tab:purple", label="PIG search only (FAISS flat)")
     line([(r["n"], r["pig"]["search_searcher_ms"]) for r in has if "search_searcher_ms" in r["pig"]], marker="x",
          ls=":", color="tab:brown", label="PIG search only (Searcher's exact kernel)")
+    mv = report.get("multi_vector")
+    for i, m in enumerate(mv["m_values"] if mv else []):
+        if m == 1:
+            continue
+        pts = [(r["n"], r["per_m"][str(m)]["search_ms"]) for r in mv["rows"]
+               if r["per_m"][str(m)].get("search_ms") is not None and not r["per_m"][str(m)].get("extrapolated")]
+        line(pts, marker="d", ms=4, ls=":", lw=1, color=matplotlib.colormaps["Greens"](0.45 + 0.15 * i),
+             label=f"PIG-M search only, M = {m}")
     xm = series(lambda r: r["xpool"]["total_ms"] if not r["xpool"].get("extrapolated") else None)
     line(xm, marker="^", color="tab:red", label="X-Pool: text + fusion per video")
     if any(r["xpool"].get("extrapolated") for r in rows) and xm:

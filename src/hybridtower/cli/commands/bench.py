@@ -7,7 +7,7 @@ import json
 import sys
 
 HELP = "measure costs: `bench efficiency` times and counts PIG against Two-Tower and X-Pool"
-EFF_HELP = "offline FLOPs/time/storage per video and online latency per query for N = 1k..1M videos"
+EFF_HELP = "offline FLOPs/time/storage per video and online latency per query for N = 1k..1M videos (PIG, PIG-M per M, Two-Tower, X-Pool)"
 EFF_EPILOG = """\
 What it measures (random-weight models: FLOPs and time do not depend on the weights):
   offline, per video   FLOPs (torch.utils.flop_counter, 2 FLOPs per multiply-add), time and stored
@@ -20,6 +20,11 @@ What it measures (random-weight models: FLOPs and time do not depend on the weig
                        ratios PIG/Two-Tower and X-Pool/PIG at each N
   floor                bytes of stored vectors per query / read bandwidth (a read-only scan of
                        2 x --bandwidth-mb, same run); the copy figure (read + write) is printed beside it
+  PIG-M, per M         offline FLOPs/time and stored bytes per video for M = --m-values pseudo-query
+                       vectors per video, and the search over M x N rows + max per video at each N
+                       (M = 1 is PIG), beside Two-Tower and X-Pool
+  device               everything (models, galleries, searches) runs on --device; the report lists the
+                       devices every timed tensor lived on ("devices_used")
 
 Exact search at the floor, every kernel side by side: python benchmarks/search_bound.py
 Compressed vectors (sqfp16, sq8) against exact search: python benchmarks/ann_recall.py --latency
@@ -56,6 +61,18 @@ def _sizes(text: str) -> list[int]:
     return out
 
 
+def _m_values(text: str) -> list[int]:
+    if text.strip().lower() in ("none", "0", ""):
+        return []
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad --m-values {text!r}: use integers like 1,2,4,8 (or none)") from None
+    if any(m < 1 for m in out):
+        raise argparse.ArgumentTypeError(f"--m-values must be positive integers, got {text!r}")
+    return out
+
+
 def register(sub) -> None:
     p = sub.add_parser("bench", help=HELP, description=HELP)
     bsub = p.add_subparsers(dest="bench_command", metavar="BENCHMARK")
@@ -81,6 +98,11 @@ def register(sub) -> None:
     e.add_argument("--no-faiss", action="store_true", help="skip the FAISS IndexFlatIP measurements")
     e.add_argument("--bandwidth-mb", type=int, default=None,
                    help="array size of the copy benchmark (default 512 MiB); the read scan uses twice that")
+    e.add_argument("--m-values", type=_m_values, default=None, metavar="M,M,...",
+                   help="PIG-M: pseudo-query vectors per video to cost (offline, stored bytes, search over M x N "
+                        "rows at each N); default 1,2,4,8; 'none' skips it")
+    e.add_argument("--xpool-chunk", type=int, default=None,
+                   help="videos per X-Pool scoring chunk (default 4096 on a CPU, 65536 on a GPU)")
     e.add_argument("--json", action="store_true", help="print the full report as JSON on stdout")
     e.add_argument("--out", metavar="FILE", help="also write the JSON report to FILE")
     e.add_argument("--markdown", metavar="FILE", help="also write the Markdown tables to FILE")
@@ -106,7 +128,10 @@ def run_efficiency_command(args) -> int:
         max_gallery_gb=args.max_gallery_gb,
         faiss=not args.no_faiss,
         bandwidth_mb=args.bandwidth_mb or (64 if quick else 512),
+        xpool_chunk=args.xpool_chunk,
     )
+    if args.m_values is not None:
+        cfg.m_values = args.m_values
     if args.min_seconds is not None:
         cfg.min_seconds = args.min_seconds
     elif quick:
