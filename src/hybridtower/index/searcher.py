@@ -51,6 +51,17 @@ class Hit:
     video_id: str  # the file's path relative to the folder it was indexed from
     path: str  # absolute path of the file
     score: float  # higher is better (cosine for PIG / Two-Tower; X-Pool fusion score after re-ranking)
+    start: float | None = None  # seconds: start of the best-matching window; None = the whole file
+    end: float | None = None  # seconds: its end; None = the whole file
+    moments: list[dict] = field(default_factory=list)  # other windows of this video in the candidates, best first
+    weak: bool = False  # score below the index's weak-match threshold (False when the index has none)
+
+    def to_public_dict(self) -> dict:
+        """THE hit schema of the CLI's ``search --json`` and the HTTP API (no absolute path)."""
+        return {"id": int(self.id), "video_id": self.video_id, "score": float(self.score),
+                "start": None if self.start is None else float(self.start),
+                "end": None if self.end is None else float(self.end),
+                "moments": [dict(m) for m in self.moments], "weak": bool(self.weak)}
 
 
 @dataclass
@@ -61,6 +72,14 @@ class SearchResult:
     truncated: bool  # the query was longer than the text context and was cut
     num_tokens: int  # tokens the cleaned query needs, start/end tokens included (before truncation)
     notes: list[str] = field(default_factory=list)  # human-readable remarks (truncation, cleaning, k capped, ...)
+    weak_threshold: float | None = None  # the index's weak-match threshold (None when it has none)
+
+    def to_public_dict(self) -> dict:
+        """The public result: ``{"query", "hits": [Hit.to_public_dict()], "took_ms", "truncated", "num_tokens",
+        "notes", "weak_threshold"}``."""
+        return {"query": self.query, "hits": [h.to_public_dict() for h in self.hits], "took_ms": self.took_ms,
+                "truncated": self.truncated, "num_tokens": self.num_tokens, "notes": list(self.notes),
+                "weak_threshold": self.weak_threshold}
 
     def to_dict(self) -> dict:
         return {
@@ -70,6 +89,7 @@ class SearchResult:
             "truncated": self.truncated,
             "num_tokens": self.num_tokens,
             "notes": list(self.notes),
+            "weak_threshold": self.weak_threshold,
         }
 
 
@@ -124,7 +144,16 @@ class Searcher:
         self.model = model
         self.device = torch.device(device)
         self.entries = data.entries
-        self._row_of = {e.id: i for i, e in enumerate(self.entries)}
+        self._row_of = {e.id: i for i, e in enumerate(self.entries)}  # entry id -> position in entries
+        # rows (windows, PIG-M pseudo-queries) -> their video: owner[r] is the entry position of row r; each
+        # video's rows are contiguous from _first[pos] (one row per video: owner = arange, the old layout)
+        self._owner = np.asarray(data.owner, dtype=np.int64)
+        self._starts = np.asarray(data.starts, dtype=np.float64)
+        self._ends = np.asarray(data.ends, dtype=np.float64)
+        counts = np.bincount(self._owner, minlength=len(self.entries)) if len(self._owner) else np.zeros(len(self.entries), np.int64)
+        self._first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(counts) else counts
+        self._counts = counts
+        self.num_rows = int(len(self._owner))
         self._frames = None if data.frames is None else torch.from_numpy(data.frames)
         self.rerank_all = bool(rerank_all)
         self.candidates = candidates
@@ -133,6 +162,7 @@ class Searcher:
         self._vectors = None  # the [N, D] array when exact search holds it (FAISS holds its own copy)
         self.ann_kind, self._ann = self._open_ann(data.vectors, exact_kernel)  # one copy of the vectors
         self.context_length = int(model.cfg.text_context_length)
+        self.weak_threshold: float | None = weak_threshold_of(self.manifest)
 
     # ----- construction -----
     @classmethod
@@ -165,7 +195,7 @@ class Searcher:
 
         ann = self.manifest.get("ann") or {}
         kind = ann.get("kind", "flat")
-        n = len(self.entries)
+        n = len(self._owner)  # rows
         if kind != "flat" and ann.get("file") and ann.get("count") == n:
             path = self.index_dir / ann["file"]
             try:
@@ -259,15 +289,16 @@ class Searcher:
             rows, scores = self._rerank(q, k, notes)
         else:
             rows, scores = self._top(q, k)
-        return SearchResult(cleaned, self._hits(rows, scores), (time.perf_counter() - t0) * 1e3, truncated,
-                            num_tokens, notes)
+        return SearchResult(cleaned, self._hits(rows, scores, k), (time.perf_counter() - t0) * 1e3, truncated,
+                            num_tokens, notes, self.weak_threshold)
 
-    def search_vector(self, vector: np.ndarray, k: int = 10) -> SearchResult:
+    def search_vector(self, vector: np.ndarray, k: int = 10, *, exclude_id: int | None = None) -> SearchResult:
         """Search by example: the ``k`` stored videos most similar to ``vector`` ([D] or [1, D]: a stored
-        video's vector, see :meth:`vector`, or an image embedding of the same model). The vector is
-        L2-normalised, so scores are cosines. A stored video finds itself first. On X-Pool indexes the
-        ranking is by the mean-pooled frame features of every video (exact; no query-conditioned re-rank,
-        which needs a text). ``query`` of the result is ``""`` and ``num_tokens`` 0."""
+        video's or window's vector, see :meth:`vector`, or an image embedding of the same model), grouped per
+        video like :meth:`search`. The vector is L2-normalised, so scores are cosines. A stored video finds
+        itself first unless ``exclude_id`` names it ("more like this"). On X-Pool indexes the ranking is by
+        the mean-pooled frame features of every row (exact; no query-conditioned re-rank, which needs a
+        text). ``query`` of the result is ``""`` and ``num_tokens`` 0."""
         t0 = time.perf_counter()
         k = _check_k(k)
         q = self._check_vector(vector, "vector")
@@ -276,21 +307,61 @@ class Searcher:
             raise QueryError("the vector is all zeros: nothing to compare with")
         q = q / norm
         notes: list[str] = []
-        k = self._cap_k(k, notes)
+        exclude = None
+        if exclude_id is not None:
+            exclude = self._row_of.get(int(exclude_id)) if self.entry(exclude_id) is not None else None
+        k = self._cap_k(k, notes, excluded=exclude is not None)
         if k == 0:
-            return SearchResult("", [], (time.perf_counter() - t0) * 1e3, False, 0, notes)
+            return SearchResult("", [], (time.perf_counter() - t0) * 1e3, False, 0, notes, self.weak_threshold)
         if self.rerank:
             notes.append("X-Pool index: ranked by mean-pooled frame features (search by example is not re-ranked)")
-        rows, scores = self._top(q, k)
-        return SearchResult("", self._hits(rows, scores), (time.perf_counter() - t0) * 1e3, False, 0, notes)
+        rows, scores = self._top(q, k, exclude=exclude)
+        return SearchResult("", self._hits(rows, scores, k), (time.perf_counter() - t0) * 1e3, False, 0, notes,
+                            self.weak_threshold)
 
-    def vector(self, id: int) -> np.ndarray | None:
-        """The stored vector [D] (float32) of video ``id`` (an int in the index), else None. For X-Pool
-        indexes it is the normalised mean of the frame features (the first search stage's vector)."""
+    def rows_of(self, id: int) -> list[dict]:
+        """The rows of video ``id`` in order: ``[{"start", "end"}]`` (None: the whole file); [] if unknown."""
+        e = self.entry(id)
+        if e is None:
+            return []
+        pos = self._row_of[int(e.id)]
+        first, n = int(self._first[pos]), int(self._counts[pos])
+        return [{"start": _time(self._starts[r]), "end": _time(self._ends[r])} for r in range(first, first + n)]
+
+    def vector(self, id: int, start: float | None = None) -> np.ndarray | None:
+        """A stored vector [D] (float32) of video ``id`` (an int in the index), else None.
+
+        ``start`` None: the video's only row, or for a video stored as several rows (windows of a long video,
+        PIG-M pseudo-queries) the L2-normalised mean of its rows (the whole video as one query). ``start``
+        given: the row of the window starting at ``start`` seconds (within 0.5 s; the best-scoring of the
+        video's rows that start there, e.g. PIG-M, is not known without a query: their normalised mean);
+        None when the video has no such window. For X-Pool indexes a row's vector is the normalised mean of
+        its frame features (the first search stage's vector)."""
         e = self.entry(id)
         if e is None:
             return None
-        row = self._row_of[int(e.id)]
+        pos = self._row_of[int(e.id)]
+        rows = np.arange(int(self._first[pos]), int(self._first[pos] + self._counts[pos]))
+        if start is not None:
+            try:
+                start = float(start)
+            except (TypeError, ValueError):
+                return None
+            st = self._starts[rows]
+            with np.errstate(invalid="ignore"):
+                near = np.abs(st - start) <= 0.5
+            if np.isnan(st).all() and start == 0.0:
+                near = np.ones(len(rows), dtype=bool)  # a whole-file video "starts" at 0
+            if not near.any():
+                return None
+            rows = rows[near]
+        vecs = np.stack([self._row_vector(int(r)) for r in rows])
+        if len(vecs) == 1:
+            return vecs[0]
+        mean = vecs.mean(axis=0)
+        return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+    def _row_vector(self, row: int) -> np.ndarray:
         if self._vectors is not None:
             return np.array(self._vectors[row], dtype=np.float32)
         try:
@@ -314,45 +385,104 @@ class Searcher:
             raise QueryError(f"{name} holds NaN or infinite values")
         return np.ascontiguousarray(a[None, :])
 
-    def _cap_k(self, k: int, notes: list[str]) -> int:
-        n = len(self.entries)
-        if n == 0:
+    def _cap_k(self, k: int, notes: list[str], excluded: bool = False) -> int:
+        n = len(self.entries) - (1 if excluded else 0)
+        if len(self.entries) == 0:
             notes.append("the index is empty")
             return 0
         if k > n:
-            notes.append(f"k={k} but the index holds {n} video(s)")
+            notes.append(f"k={k} but the index holds {n} video(s)" + (" besides the excluded one" if excluded else ""))
             return n
         return k
 
-    def _top(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _distinct(self, rows: np.ndarray) -> int:
+        return len(np.unique(self._owner[rows])) if len(rows) else 0
+
+    def _top(self, q: np.ndarray, k: int, exclude: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The best rows, ranked, until they cover ``k`` distinct videos (other than the entry position
+        ``exclude``) or every row has been seen: ``k`` rows when each video has one row (today's search,
+        unchanged), else ``k`` rows first and 4x more per round."""
         from .ann import search_ann
 
-        s, r = search_ann(self._ann, q, k)
-        keep = r[0] >= 0
-        return r[0][keep], s[0][keep]
+        total = self.num_rows
+        fetch = min(total, k + (int(self._counts[exclude]) if exclude is not None else 0))
+        while True:
+            s, r = search_ann(self._ann, q, fetch)
+            keep = r[0] >= 0
+            rows, scores = r[0][keep], s[0][keep]
+            reached_all = len(rows) < fetch  # an ANN index that cannot return more (IVF probes) has nothing more
+            if exclude is not None:
+                mine = self._owner[rows] == exclude
+                rows, scores = rows[~mine], scores[~mine]
+            if fetch >= total or reached_all or self._distinct(rows) >= k:
+                return rows, scores
+            fetch = min(total, fetch * 4)
 
-    def _hits(self, rows, scores) -> list[Hit]:
-        return [Hit(self.entries[i].id, self.entries[i].video_id, self.entries[i].path, float(sc))
-                for i, sc in zip(rows, scores)]
+    def _hits(self, rows, scores, k: int) -> list[Hit]:
+        """Group ranked rows per video: one Hit per video (its best row's score and window), its other rows
+        in the list as ``moments`` (best first; whole-file rows are not moments), the first ``k`` videos."""
+        hits: list[Hit] = []
+        by_pos: dict[int, Hit] = {}
+        thr = self.weak_threshold
+        for r, sc in zip(rows, scores):
+            pos = int(self._owner[r])
+            start, end = _time(self._starts[r]), _time(self._ends[r])
+            hit = by_pos.get(pos)
+            if hit is None:
+                if len(hits) >= k:
+                    continue
+                e = self.entries[pos]
+                hit = Hit(e.id, e.video_id, e.path, float(sc), start, end, [],
+                          bool(thr is not None and float(sc) < thr))
+                by_pos[pos] = hit
+                hits.append(hit)
+            elif start is not None and (start, end) != (hit.start, hit.end):
+                if not any(m["start"] == start and m["end"] == end for m in hit.moments):
+                    hit.moments.append({"start": start, "end": end, "score": float(sc)})
+        return hits
 
     def _rerank(self, q: np.ndarray, k: int, notes: list[str]):
+        """X-Pool: rank rows by the first-stage vector, re-score the best ``candidates`` rows with the
+        model's query-conditioned score, and grow the candidates until they cover ``k`` videos."""
         import torch
 
         from .ann import search_ann
 
-        n = len(self.entries)
+        n = self.num_rows
         c = n if self.rerank_all else min(n, max(k, self.candidates or max(100, 10 * k)))
+        while True:
+            if c < n:
+                s, r = search_ann(self._ann, q, c)
+                cand = r[0][r[0] >= 0]
+            else:
+                cand = np.arange(n)
+            if c >= n or self._distinct(cand) >= k:
+                break
+            c = min(n, c * 4)
         if c < n:
-            s, r = search_ann(self._ann, q, c)
-            cand = r[0][r[0] >= 0]
-            notes.append(f"X-Pool: re-ranked the top {len(cand)} of {n} videos by mean-pooled similarity")
-        else:
-            cand = np.arange(n)
+            what = "videos" if n == len(self.entries) else "rows (windows)"
+            notes.append(f"X-Pool: re-ranked the top {len(cand)} of {n} {what} by mean-pooled similarity")
         with self._lock, torch.no_grad():
             frames = self._frames[torch.as_tensor(cand, dtype=torch.long)].to(self.device)
             scores = self.model.score(torch.from_numpy(q).to(self.device), frames)[0].float().cpu().numpy()
-        order = np.argsort(-scores, kind="stable")[:k]
+        order = np.argsort(-scores, kind="stable")
+        if n == len(self.entries):
+            order = order[:k]
         return cand[order], scores[order]
+
+
+def _time(t) -> float | None:
+    t = float(t)
+    return None if t != t else t  # NaN: the whole file
+
+
+def weak_threshold_of(manifest: dict) -> float | None:
+    """``manifest["weak_match"]["threshold"]`` when the index was calibrated (a finite number), else None."""
+    wm = (manifest or {}).get("weak_match")
+    t = wm.get("threshold") if isinstance(wm, dict) else None
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not np.isfinite(t):
+        return None
+    return float(t)
 
 
 def _check_k(k) -> int:

@@ -40,7 +40,8 @@ class Session:
         self.by_path = {e.path: e.id for e in self.entries.values()}
         self.next_id = int((base_manifest or {}).get("next_id", 0))
         self.next_id = max([self.next_id] + [i + 1 for i in self.entries])
-        self.pending: list[tuple[store.Entry, np.ndarray, np.ndarray | None]] = []
+        # (entry, vectors [r, D], frames [r, T, D] or None, starts [r], ends [r]) per encoded video
+        self.pending: list[tuple[store.Entry, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]] = []
         self.errors: list[dict] = []
         self.dirty = False  # metadata changes (touches, prunes, repairs) not committed yet
         self.last_commit = time.monotonic()
@@ -53,10 +54,21 @@ class Session:
         self.by_path[path] = i
         return i
 
-    def add(self, f_path: str, video_id: str, fingerprint, vector: np.ndarray, frames: np.ndarray | None) -> None:
+    def add(self, f_path: str, video_id: str, fingerprint, vector: np.ndarray, frames: np.ndarray | None,
+            starts=None, ends=None) -> None:
+        """Queue one video's rows: ``vector`` [D] (one whole-file row) or [r, D] (windows / PIG-M rows, with
+        ``frames`` [r, T, D] for X-Pool and ``starts`` / ``ends`` [r] seconds, NaN = whole file)."""
         size, mtime_ns, sha = fingerprint
-        e = store.Entry(self.id_for(f_path), f_path, video_id, size, mtime_ns, sha, "", -1)
-        self.pending.append((e, vector, frames))
+        vecs = np.asarray(vector, dtype=np.float32)
+        vecs = vecs[None] if vecs.ndim == 1 else vecs
+        if frames is not None:
+            frames = np.asarray(frames, dtype=np.float32)
+            frames = frames[None] if frames.ndim == 2 else frames
+        r = len(vecs)
+        starts = np.full(r, np.nan) if starts is None else np.asarray(starts, dtype=np.float64).reshape(r)
+        ends = np.full(r, np.nan) if ends is None else np.asarray(ends, dtype=np.float64).reshape(r)
+        e = store.Entry(self.id_for(f_path), f_path, video_id, size, mtime_ns, sha, "", -1, r)
+        self.pending.append((e, vecs, frames, starts, ends))
 
     def remove(self, entry_id: int) -> None:
         e = self.entries.pop(entry_id, None)
@@ -94,15 +106,19 @@ class Session:
         w = self.writer
         gen = w.next_generation()
         if self.pending:
-            ids = np.asarray([e.id for e, _, _ in self.pending], dtype=np.int64)
-            vecs = np.stack([v for _, v, _ in self.pending])
-            frames = np.stack([f for _, _, f in self.pending]) if self.pending[0][2] is not None else None
-            seg = w.write_segment(gen, ids, vecs, frames)
+            ids = np.concatenate([np.full(len(v), e.id, dtype=np.int64) for e, v, *_ in self.pending])
+            vecs = np.concatenate([v for _, v, *_ in self.pending])
+            frames = np.concatenate([f for _, _, f, *_ in self.pending]) if self.pending[0][2] is not None else None
+            starts = np.concatenate([p[3] for p in self.pending])
+            ends = np.concatenate([p[4] for p in self.pending])
+            seg = w.write_segment(gen, ids, vecs, frames, starts=starts, ends=ends)
             pause_point("segment")
-            for row, (e, _, _) in enumerate(self.pending):
-                e.segment, e.row = seg, row
+            row = 0
+            for e, v, *_ in self.pending:
+                e.segment, e.row, e.rows = seg, row, len(v)
+                row += len(v)
                 self.entries[e.id] = e
-            self.segment_rows[seg] = len(self.pending)
+            self.segment_rows[seg] = len(ids)
             self.pending = []
             self.ann = dict(self.ann, file=None)  # the stored ANN index no longer covers every vector
         elif self.dirty:
@@ -127,34 +143,40 @@ class Session:
         live = Counter(e.segment for e in self.entries.values())
         segs = [s for s in self.segment_rows if live.get(s)]
         total = sum(self.segment_rows[s] for s in segs)
-        if len(segs) <= 1 and total == len(self.entries):
+        live_rows = sum(e.rows for e in self.entries.values())
+        if len(segs) <= 1 and total == live_rows:
             return
-        if len(segs) <= 8 and total - len(self.entries) <= 0.2 * max(total, 1):
+        if len(segs) <= 8 and total - live_rows <= 0.2 * max(total, 1):
             return
         entries = sorted(self.entries.values(), key=lambda e: e.id)
-        vecs, frames = self._gather(entries)
-        name = self.writer.write_segment(gen, np.asarray([e.id for e in entries], dtype=np.int64), vecs, frames, tag="c")
+        rows = self._gather(entries)
+        ids = np.asarray([e.id for e in entries], dtype=np.int64)[rows.owner]
+        name = self.writer.write_segment(gen, ids, rows.vectors, rows.frames, tag="c", starts=rows.starts, ends=rows.ends)
         pause_point("compacted")
-        for row, e in enumerate(entries):
+        row = 0
+        for e in entries:
             e.segment, e.row = name, row
-        self.segment_rows = {name: len(entries)}
+            row += e.rows
+        self.segment_rows = {name: len(ids)}
 
-    def _gather(self, entries: list[store.Entry], with_frames: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    def _gather(self, entries: list[store.Entry], with_frames: bool = True) -> store.Rows:
         shapes = {**self.template, "segment_rows": self.segment_rows}
-        return store.gather_rows(self.writer.dir, entries, int(self.template["dim"]), with_frames, shapes,
-                                 checksums=self.writer.checksums())
+        return store.gather(self.writer.dir, entries, int(self.template["dim"]), with_frames, shapes,
+                            checksums=self.writer.checksums())
 
     def _build_ann(self, gen: int) -> None:
         from .ann import build_ann, resolve_params, save_ann
 
         kind = self.ann.get("kind", "flat")
         requested = dict(self.ann.get("requested") or {})
-        params = resolve_params(kind, requested, len(self.entries))
-        self.ann = {"kind": kind, "requested": requested, "params": params, "file": None, "count": len(self.entries)}
+        n_rows = sum(e.rows for e in self.entries.values())
+        params = resolve_params(kind, requested, n_rows)
+        # ``count`` is the number of rows the FAISS index holds (= videos when each has one row)
+        self.ann = {"kind": kind, "requested": requested, "params": params, "file": None, "count": n_rows}
         if kind == "flat" or not self.entries:
             return  # exact search needs no stored structure: the Searcher uses the vectors directly
         entries = sorted(self.entries.values(), key=lambda e: e.id)
-        vecs, _ = self._gather(entries, with_frames=False)
+        vecs = self._gather(entries, with_frames=False).vectors
         index = build_ann(vecs, kind, params)
         name, path = self.writer.ann_path(gen, kind)
         save_ann(index, path)

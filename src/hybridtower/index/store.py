@@ -4,10 +4,19 @@ Layout of ``INDEX_DIR`` (see ``docs/index.md``)::
 
     manifest.json                 the commit record; replaced atomically LAST in every commit
     entries-GGGGGG.jsonl          one JSON line per indexed video: id, path, video_id, size, mtime_ns,
-                                  sha256, segment, row (immutable once written)
+                                  sha256, segment, row, and ``rows`` when the video has more than one
+                                  row (immutable once written)
     segments/seg-GGGGGG.safetensors   ids [n] int64, vectors [n, D] float32 (L2-normalised for
-                                  PIG / Two-Tower; normalised mean of the frame features for X-Pool) and,
-                                  for X-Pool, frames [n, T, D] float32 (immutable once written)
+                                  PIG / Two-Tower; normalised mean of the frame features for X-Pool),
+                                  for X-Pool frames [n, T, D] float32, and, when some row covers only part
+                                  of its file, starts / ends [n] float64 (seconds; NaN = the whole file)
+                                  (immutable once written)
+
+Rows: a video has one row (today's layout, and every video no longer than the index's window) or several
+contiguous rows of one segment, ``row`` .. ``row + rows - 1``, all holding its id: one per moment window of a
+long video (``--window/--stride``) and, for PIG-M models, one per pseudo-query (M per window or file). The
+searcher scores rows and groups them per video (``searcher``). Indexes written before windows existed have
+no ``rows`` keys and no starts / ends arrays: they read as one whole-file row per video.
     faiss-GGGGGG-KIND.index       the FAISS index over the vectors, rows in id order (optional)
     errors.jsonl                  the files skipped by the latest run (path, reason)
     shards/rank-R-of-W/           per-rank sub-indexes of a torchrun run (same layout), merged later
@@ -122,7 +131,7 @@ def _is_utf8(text: str) -> bool:
 
 
 _ENTRY_TYPES = {"id": int, "path": str, "video_id": str, "size": int, "mtime_ns": int, "sha256": str,
-                "segment": str, "row": int}
+                "segment": str, "row": int, "rows": int}
 
 
 @dataclass
@@ -136,11 +145,15 @@ class Entry:
     mtime_ns: int
     sha256: str
     segment: str  # segment file (relative to INDEX_DIR) holding its vector
-    row: int  # row inside that segment
+    row: int  # row inside that segment (its first row)
+    rows: int = 1  # contiguous rows from ``row`` (windows of a long video, PIG-M pseudo-queries)
 
     def to_record(self) -> dict:
-        """The JSON object of this entry: always encodable as UTF-8 (see the module doc)."""
+        """The JSON object of this entry: always encodable as UTF-8 (see the module doc). ``rows`` is
+        written only when it is not 1 (an index of one-row videos is byte for byte the older format)."""
         rec = asdict(self)
+        if rec["rows"] == 1:
+            del rec["rows"]
         for key in ("path", "video_id"):
             if not _is_utf8(rec[key]):
                 rec[f"{key}_b64"] = base64.b64encode(os.fsencode(rec[key])).decode("ascii")
@@ -165,13 +178,15 @@ class Entry:
                     except (binascii.Error, ValueError):
                         raise ValueError(f"`{key}_b64` is not base64") from None
         try:
-            values = [rec[name] for name in _ENTRY_FIELDS]
+            values = [rec[name] if name != "rows" else rec.get("rows", 1) for name in _ENTRY_FIELDS]
         except KeyError as exc:
             raise ValueError(f"an entry has no `{exc.args[0]}`") from None
         for name, v in zip(_ENTRY_FIELDS, values):
             want = _ENTRY_TYPES[name]
             if type(v) is not want:  # exact types: JSON gives int / str (bool is not an int here)
                 raise ValueError(f"`{name}` of an entry is {type(v).__name__}, not {want.__name__}")
+        if values[-1] < 1:
+            raise ValueError(f"`rows` of an entry must be >= 1, got {values[-1]}")
         return cls(*values)
 
 
@@ -423,7 +438,8 @@ def read_errors(index_dir: str | Path) -> list[dict]:
 def read_segment(index_dir: str | Path, name: str, manifest: dict | None = None, *,
                  checksums: dict | None = None) -> dict[str, np.ndarray]:
     """The arrays of one segment, its bytes checked against the recorded checksum and its arrays against
-    the manifest's shapes (``ids`` [n] int64, ``vectors`` [n, dim] float32, X-Pool ``frames`` [n, T, dim])."""
+    the manifest's shapes (``ids`` [n] int64, ``vectors`` [n, dim] float32, X-Pool ``frames`` [n, T, dim], window
+    ``starts`` / ``ends`` [n] float64 when present)."""
     from safetensors.numpy import load as st_load
 
     manifest = manifest or {}
@@ -445,6 +461,12 @@ def read_segment(index_dir: str | Path, name: str, manifest: dict | None = None,
     expected_rows = (manifest.get("segment_rows") or {}).get(name)
     if expected_rows is not None and expected_rows != len(ids):
         raise damaged(name, f"the segment holds {len(ids)} rows, the manifest recorded {expected_rows}")
+    for key in ("starts", "ends"):
+        t = arrays.get(key)
+        if t is not None and (t.dtype != np.float64 or t.shape != ids.shape):
+            raise damaged(name, f"the segment's `{key}` are not float64 [{len(ids)}] (window times in seconds)")
+    if ("starts" in arrays) != ("ends" in arrays):
+        raise damaged(name, "the segment holds window starts without ends (or ends without starts)")
     frames = arrays.get("frames")
     if manifest.get("index_kind") == "frames+rerank":
         t = manifest.get("frame_count")
@@ -457,12 +479,19 @@ def load_segment(index_dir: str | Path, name: str, manifest: dict | None = None)
     return read_segment(index_dir, name, manifest)
 
 
-def bad_rows(vectors: np.ndarray, frames: np.ndarray | None = None, unit: bool = True) -> dict[str, np.ndarray]:
-    """Row positions whose values cannot be right: ``{"non-finite": rows, "not unit-norm": rows}``."""
+def bad_rows(vectors: np.ndarray, frames: np.ndarray | None = None, unit: bool = True,
+             starts: np.ndarray | None = None, ends: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Row positions whose values cannot be right: ``{"non-finite": rows, "not unit-norm": rows}`` (and
+    ``"bad window times"`` when ``starts`` / ``ends`` are given: both NaN, or 0 <= start < end, finite)."""
     finite = np.isfinite(vectors).all(axis=1)
     if frames is not None and len(frames):
         finite &= np.isfinite(frames.reshape(len(frames), -1)).all(axis=1)
     out = {"non-finite": np.flatnonzero(~finite)}
+    if starts is not None and ends is not None:
+        whole = np.isnan(starts) & np.isnan(ends)
+        with np.errstate(invalid="ignore"):
+            ok = whole | (np.isfinite(starts) & np.isfinite(ends) & (starts >= 0) & (ends > starts))
+        out["bad window times"] = np.flatnonzero(~ok)
     if unit:
         with np.errstate(invalid="ignore", over="ignore"):
             sq = np.einsum("ij,ij->i", vectors, vectors)  # squared norms; |n - 1| <= tol  <=>  (1-tol)^2 <= n^2 <= (1+tol)^2
@@ -484,48 +513,98 @@ def describe_bad_rows(bad: dict[str, np.ndarray], ids: np.ndarray) -> tuple[str,
 
 @dataclass
 class IndexData:
-    """Everything an index holds, rows in ascending id order."""
+    """Everything an index holds: entries in ascending id order, and their rows (each entry's rows
+    contiguous, in entry order). ``owner`` / ``starts`` / ``ends`` None mean one whole-file row per entry
+    (row i is entry i), the layout of every index without windows or PIG-M."""
 
     manifest: dict
     entries: list[Entry]  # sorted by id
-    vectors: np.ndarray  # [N, D] float32
-    frames: np.ndarray | None  # [N, T, D] float32 (X-Pool) or None
+    vectors: np.ndarray  # [R, D] float32 (R = N for one row per video)
+    frames: np.ndarray | None  # [R, T, D] float32 (X-Pool) or None
+    owner: np.ndarray | None = None  # [R] int64: position in ``entries`` of each row's video
+    starts: np.ndarray | None = None  # [R] float64 seconds; NaN = the whole file
+    ends: np.ndarray | None = None  # [R] float64 seconds; NaN = the whole file
+
+    def __post_init__(self):
+        n = len(self.vectors)
+        if self.owner is None:
+            self.owner = np.arange(n, dtype=np.int64)
+        if self.starts is None:
+            self.starts = np.full(n, np.nan)
+        if self.ends is None:
+            self.ends = np.full(n, np.nan)
+
+
+@dataclass
+class Rows:
+    """The rows of some entries, in their order (each entry's rows contiguous): see ``gather``."""
+
+    vectors: np.ndarray  # [R, D] float32
+    frames: np.ndarray | None  # [R, T, D] float32 or None
+    owner: np.ndarray  # [R] int64 position of the row's entry in the list gathered
+    starts: np.ndarray  # [R] float64 (NaN: whole file)
+    ends: np.ndarray  # [R] float64
+
+    @property
+    def has_times(self) -> bool:
+        return bool(len(self.starts)) and not bool(np.isnan(self.starts).all() and np.isnan(self.ends).all())
+
+
+def gather(index_dir: str | Path, entries: list[Entry], dim: int, with_frames: bool = True,
+           manifest: dict | None = None, checksums: dict | None = None) -> Rows:
+    """Every row of ``entries`` (all ``rows`` of each, contiguous, in the entries' order), read from their
+    segments: vectors [R, D], X-Pool frame features [R, T, D] (if stored and wanted), the owner of each row
+    and its window times. Each segment is checked (``read_segment``: checksum, shapes) and so are the rows
+    taken from it (the ids the entries expect, finite values, unit-norm vectors, sane window times); any
+    problem is an IndexFormatError naming the segment and the ids of bad rows."""
+    index_dir = Path(index_dir)
+    manifest = dict(manifest or {}, dim=dim)
+    counts = np.asarray([e.rows for e in entries], dtype=np.int64)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(entries) else np.zeros(0, np.int64)
+    total = int(counts.sum())
+    by_segment: dict[str, list[int]] = {}
+    for i, e in enumerate(entries):
+        by_segment.setdefault(e.segment, []).append(i)
+    vectors = np.zeros((total, dim), dtype=np.float32)
+    starts, ends = np.full(total, np.nan), np.full(total, np.nan)
+    owner = np.repeat(np.arange(len(entries), dtype=np.int64), counts)
+    frames = None
+    for seg, positions in by_segment.items():
+        data = read_segment(index_dir, seg, manifest, checksums=checksums)
+        pos = np.asarray(positions)
+        n_rows = counts[pos]
+        # source rows in the segment and destination rows in the output, entry by entry (contiguous runs)
+        src = np.concatenate([np.arange(entries[i].row, entries[i].row + entries[i].rows) for i in positions])
+        dst = np.concatenate([np.arange(first[i], first[i] + counts[i]) for i in positions])
+        want = np.repeat(np.asarray([entries[i].id for i in positions], dtype=np.int64), n_rows)
+        ids = data["ids"]
+        if src.max(initial=-1) >= len(ids) or not np.array_equal(ids[src], want):
+            raise damaged(seg, "the segment does not hold the rows the entries table expects")
+        whole = len(src) == len(ids) and np.array_equal(src, np.arange(len(ids)))  # the usual case: no copy
+        sel = data["vectors"] if whole else data["vectors"][src]
+        seg_frames = None if "frames" not in data else data["frames"] if whole else data["frames"][src]
+        seg_starts = None if "starts" not in data else data["starts"][src]
+        seg_ends = None if "ends" not in data else data["ends"][src]
+        text, bad_ids = describe_bad_rows(bad_rows(sel, seg_frames, starts=seg_starts, ends=seg_ends), want)
+        if text:
+            raise damaged(seg, text, ids=bad_ids)
+        contiguous = len(dst) and np.array_equal(dst, np.arange(dst[0], dst[0] + len(dst)))
+        dest = slice(int(dst[0]), int(dst[0]) + len(dst)) if contiguous else dst
+        vectors[dest] = sel
+        if seg_starts is not None:
+            starts[dest], ends[dest] = seg_starts, seg_ends
+        if with_frames and seg_frames is not None:
+            if frames is None:
+                frames = np.zeros((total,) + seg_frames.shape[1:], dtype=np.float32)
+            frames[dest] = seg_frames
+    return Rows(vectors, frames, owner, starts, ends)
 
 
 def gather_rows(index_dir: str | Path, entries: list[Entry], dim: int, with_frames: bool = True,
                 manifest: dict | None = None, checksums: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The vectors [N, D] (and X-Pool frame features [N, T, D], if stored and wanted) of ``entries``, in their
-    order, read from their segments. Each segment is checked (``read_segment``: checksum, shapes) and so
-    are the rows taken from it (the ids the entries expect, finite values, unit-norm vectors); any
-    problem is an IndexFormatError naming the segment and the ids of bad rows."""
-    index_dir = Path(index_dir)
-    manifest = dict(manifest or {}, dim=dim)
-    by_segment: dict[str, list[int]] = {}
-    for i, e in enumerate(entries):
-        by_segment.setdefault(e.segment, []).append(i)
-    vectors = np.zeros((len(entries), dim), dtype=np.float32)
-    frames = None
-    for seg, positions in by_segment.items():
-        data = read_segment(index_dir, seg, manifest, checksums=checksums)
-        rows = np.asarray([entries[i].row for i in positions])
-        ids = data["ids"]
-        want = np.asarray([entries[i].id for i in positions], dtype=np.int64)
-        if rows.max(initial=-1) >= len(ids) or not np.array_equal(ids[rows], want):
-            raise damaged(seg, "the segment does not hold the rows the entries table expects")
-        whole = len(rows) == len(ids) and np.array_equal(rows, np.arange(len(ids)))  # the usual case: no copy
-        sel = data["vectors"] if whole else data["vectors"][rows]
-        seg_frames = None if "frames" not in data else data["frames"] if whole else data["frames"][rows]
-        text, bad_ids = describe_bad_rows(bad_rows(sel, seg_frames), want)
-        if text:
-            raise damaged(seg, text, ids=bad_ids)
-        pos = np.asarray(positions)
-        dest = slice(int(pos[0]), int(pos[0]) + len(pos)) if np.array_equal(pos, np.arange(pos[0], pos[0] + len(pos))) else pos
-        vectors[dest] = sel
-        if with_frames and seg_frames is not None:
-            if frames is None:
-                frames = np.zeros((len(entries),) + seg_frames.shape[1:], dtype=np.float32)
-            frames[dest] = seg_frames
-    return vectors, frames
+    """``(vectors, frames)`` of :func:`gather` (every row of ``entries``, in their order)."""
+    rows = gather(index_dir, entries, dim, with_frames, manifest, checksums)
+    return rows.vectors, rows.frames
 
 
 def check_ann_file(index_dir: str | Path, manifest: dict) -> None:
@@ -564,12 +643,13 @@ def load_index(index_dir: str | Path, manifest: dict | None = None, with_frames:
     manifest = validate_manifest(manifest) if manifest is not None else read_manifest(index_dir)
     entries = sorted(read_entries(index_dir, manifest), key=lambda e: e.id)
     dim = int(manifest["dim"])
-    vectors, frames = gather_rows(index_dir, entries, dim, with_frames, manifest)
+    rows = gather(index_dir, entries, dim, with_frames, manifest)
     check_ann_file(index_dir, manifest)
+    frames = rows.frames
     if with_frames and manifest.get("index_kind") == "frames+rerank" and frames is None:
         t = int(manifest.get("frame_count") or 0)
         frames = np.zeros((0, t, dim), dtype=np.float32)
-    return IndexData(manifest, entries, vectors, frames)
+    return IndexData(manifest, entries, rows.vectors, frames, rows.owner, rows.starts, rows.ends)
 
 
 def acquire_lock(index_dir: Path):
@@ -653,13 +733,19 @@ class IndexWriter:
         """Checksums known for this folder's files: the committed manifest's, then what this writer wrote."""
         return {**((self.manifest or {}).get("checksums") or {}), **self._sums}
 
-    def write_segment(self, gen: int, ids: np.ndarray, vectors: np.ndarray, frames: np.ndarray | None, tag: str = "") -> str:
+    def write_segment(self, gen: int, ids: np.ndarray, vectors: np.ndarray, frames: np.ndarray | None, tag: str = "",
+                      starts: np.ndarray | None = None, ends: np.ndarray | None = None) -> str:
+        """Write a segment; window ``starts`` / ``ends`` are stored only when some row has one (a segment of
+        whole-file rows is byte for byte the older format)."""
         from safetensors.numpy import save
 
         name = f"{SEGMENTS}/" + _gen_name("seg", gen, f"{tag}.safetensors")
         tensors = {"ids": np.ascontiguousarray(ids, dtype=np.int64), "vectors": np.ascontiguousarray(vectors, dtype=np.float32)}
         if frames is not None:
             tensors["frames"] = np.ascontiguousarray(frames, dtype=np.float32)
+        if starts is not None and ends is not None and not (np.isnan(starts).all() and np.isnan(ends).all()):
+            tensors["starts"] = np.ascontiguousarray(starts, dtype=np.float64)
+            tensors["ends"] = np.ascontiguousarray(ends, dtype=np.float64)
         data = save(tensors)
         atomic_write_bytes(self.dir / name, data)
         self._sums[name] = digest_bytes(data)
