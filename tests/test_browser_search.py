@@ -111,7 +111,9 @@ def test_page_search_grid_and_playback(browser, served):
     # a click plays the clip in the <video> element
     first.locator("a").click()
     assert page.locator("#player").is_visible()
-    assert page.get_attribute("#player-video", "src") == f"/videos/{expected_ids[0]}"
+    wait_js(page, f"document.getElementById('player-video').getAttribute('src') === '/videos/{expected_ids[0]}'")
+    assert page.get_attribute("#player", "data-kind") == "original"  # an H.264 MP4 plays as it is
+    assert page.get_attribute("#player-link", "href") == f"/videos/{expected_ids[0]}"
     wait_js(page, "document.getElementById('player-video').readyState >= 2")
     wait_js(page, "document.getElementById('player-video').currentTime > 0 || "
                            "document.getElementById('player-video').ended")

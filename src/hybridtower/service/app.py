@@ -2,11 +2,20 @@
 
 Routes (GET and HEAD; details and the JSON shapes in docs/service.md):
 
-- ``/``                        the web page (plain HTML/CSS/JS from ``static/``, no external resources)
-- ``/search?q=TEXT&k=N``       JSON results; odd queries get 400 or a 200 with notes, never a 500
-- ``/videos/{id}``             the indexed file (HTTP range requests supported, so players can seek)
-- ``/videos/{id}/thumbnail``   JPEG of the middle frame, generated lazily and cached on disk
-- ``/healthz``                 liveness plus the index size and model name
+- ``/``                          the web page (plain HTML/CSS/JS from ``static/``, no external resources)
+- ``/search?q=TEXT&k=N&offset=M``  JSON results; odd queries get 400 or a 200 with notes, never a 500
+- ``POST /search/image?k=N``     search by an example image (the raw image as the body, ``Content-Type: image/*``)
+- ``/similar/{id}?start=S&k=N``  "more like this": that video's (window's) vector as the query
+- ``/videos/{id}``               the indexed file (HTTP range requests supported, so players can seek)
+- ``/videos/{id}/playback``      JSON: play the original or a preview (browsers cannot play every file)
+- ``/videos/{id}/preview``       a browser-playable H.264/MP4 preview, made on first request (:mod:`.previews`)
+- ``/videos/{id}/thumbnail``     JPEG of the middle frame, generated lazily and cached on disk
+- ``/examples``                  example queries drawn from the collection's own captions (:mod:`.examples`)
+- ``/healthz``                   liveness plus the index size and model name
+- ``/docs``, ``/openapi.json``   read-only API docs, served locally (:mod:`.apidocs`)
+
+Every hit is ``Hit.to_public_dict()`` (the CLI's ``search --json`` emits the same) plus the page's fields
+``rank``, ``name`` and URLs (docs/service.md, "The hit schema").
 
 Only files that are in the index can be served: URLs carry integer ids, never paths, and every id is
 looked up in the searcher (``entry(id)``); the file is then opened once and served from that descriptor
@@ -21,23 +30,32 @@ batches (:mod:`.batching`).
 from __future__ import annotations
 
 import logging
+import math
+import os
 import re
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from ..core.display import printable
+from . import apidocs
+from .examples import example_queries
 from .batching import DEFAULT_CACHE_SIZE, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_MS, QueryBatcher, VectorCache
 from .files import DescriptorFileResponse, NotServable, OpenedVideo, open_indexed, real_roots
 from .middleware import DroppedConnectionGuard, HostCheck, default_hosts
+from .previews import DEFAULT_MAX_BYTES as DEFAULT_PREVIEW_MAX_BYTES
+from .previews import DEFAULT_MAX_HEIGHT as DEFAULT_PREVIEW_MAX_HEIGHT
+from .previews import DEFAULT_MAX_SECONDS as DEFAULT_PREVIEW_MAX_SECONDS
+from .previews import PreviewCache, PreviewError
 from .queries import DEFAULT_MAX_QUERY_CHARS, EmptyQuery, clean_query
 from .reload import LiveSearcher
 from .thumbnails import ThumbnailCache, ThumbnailError
@@ -48,7 +66,10 @@ STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {  # the only static files served (name -> media type)
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    "docs.js": "text/javascript; charset=utf-8",
 }
+DEFAULT_MAX_IMAGE_BYTES = 16 << 20  # largest image upload (bytes)
+MAX_RANKED = 1000  # offset + k never exceeds this (the searcher's own bound)
 VIDEO_MEDIA_TYPES = {
     ".mp4": "video/mp4",
     ".m4v": "video/mp4",
@@ -149,6 +170,13 @@ def create_app(
     reopen: Callable[[], SearcherLike] | None = None,
     reload_interval_s: float = 2.0,
     thumbnail_failure_ttl_s: float = 30.0,
+    preview_dir: str | Path | None = None,
+    preview_max_seconds: float = DEFAULT_PREVIEW_MAX_SECONDS,
+    preview_max_height: int = DEFAULT_PREVIEW_MAX_HEIGHT,
+    preview_max_bytes: int = DEFAULT_PREVIEW_MAX_BYTES,
+    preview_workers: int = 1,
+    preview_queue: int = 8,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
 ):
     """Build the app around ``searcher`` (already opened: the model is not loaded here).
 
@@ -161,12 +189,23 @@ def create_app(
     ``reopen``: a callable returning a freshly opened searcher, called when the index gets a new
     generation (checked at most every ``reload_interval_s`` seconds; default for a real ``Searcher``:
     ``Searcher.open`` of its folder; a negative interval turns following off).
+    ``preview_dir``: where browser-playable previews are cached (default: a temporary folder for this
+    process; ``hybridtower serve`` passes a per-user cache folder; never inside the index folder, whose
+    garbage collector removes unknown files); ``preview_workers`` previews are made at once, at most
+    ``preview_queue`` more wait (others get 503). ``max_image_bytes``: largest image upload.
     """
-    if thumbnail_dir is None:
-        import tempfile
+    import tempfile
 
+    if thumbnail_dir is None:
         thumbnail_dir = Path(tempfile.mkdtemp(prefix="hybridtower-thumbs-"))
+    if preview_dir is None:
+        preview_dir = Path(tempfile.mkdtemp(prefix="hybridtower-previews-"))
     thumbs = ThumbnailCache(thumbnail_dir, size=thumbnail_size, failure_ttl_s=thumbnail_failure_ttl_s)
+    previews = PreviewCache(preview_dir, max_seconds=preview_max_seconds, max_height=preview_max_height,
+                            max_bytes=preview_max_bytes)
+    preview_limiter = anyio.CapacityLimiter(max(1, int(preview_workers)))
+    preview_waiting = [0]
+    examples_cache: dict = {}
     query_errors = _query_error_types()
     search_lock = threading.Lock() if serialize else None
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8").replace("{{TITLE}}", _html_escape(title))
@@ -178,9 +217,12 @@ def create_app(
     cache = VectorCache(query_cache) if query_cache and query_cache > 0 else None
     roots_cache: dict[int, tuple] = {}  # id(manifest) -> (manifest, real roots)
 
-    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url="/openapi.json", redirect_slashes=False,
+                  description="Text-to-video search over a hybridtower index. Hits follow one schema "
+                              "(docs/service.md, 'The hit schema'); errors are {\"error\", \"detail\"}.")
     app.state.live = live
     app.state.thumbnails = thumbs
+    app.state.previews = previews
     app.state.batcher = batcher
     app.state.query_cache = cache
     app.state.started = time.time()
@@ -315,16 +357,9 @@ def create_app(
             cache.put(key, vector)
         return await run_in_threadpool(run_search, s, text, k, vector)
 
-    @get_and_head("/search")
-    async def search(request: Request):
-        t0 = time.perf_counter()
-        s = live.current()
-        params = request.query_params
-        try:
-            cq = clean_query(params.get("q"), max_chars=max_query_chars)
-        except EmptyQuery as exc:
-            return error(400, "empty_query", str(exc))
-        notes = list(cq.notes)
+    def parse_k_offset(params) -> tuple[int, int, list[str]]:
+        """(k, offset, notes) from ``k`` and ``offset``; raises _BadRequest."""
+        notes: list[str] = []
         k_raw = params.get("k")
         if k_raw is None or k_raw.strip() == "":
             k = default_k
@@ -332,19 +367,42 @@ def create_app(
             try:
                 k = int(k_raw.strip())
             except ValueError:
-                return error(400, "invalid_k", f"k must be a whole number between 1 and {max_k}, got "
-                                               f"'{printable(k_raw[:40])}'")
+                raise _BadRequest("invalid_k", f"k must be a whole number between 1 and {max_k}, got "
+                                               f"'{printable(k_raw[:40])}'") from None
             if k < 1:
-                return error(400, "invalid_k", f"k must be between 1 and {max_k}, got {k}")
+                raise _BadRequest("invalid_k", f"k must be between 1 and {max_k}, got {k}")
             if k > max_k:
                 notes.append(f"k lowered from {k} to the maximum {max_k}")
                 k = max_k
+        o_raw = params.get("offset")
+        offset = 0
+        if o_raw is not None and o_raw.strip() != "":
+            try:
+                offset = int(o_raw.strip())
+            except ValueError:
+                raise _BadRequest("invalid_offset", f"offset must be a whole number >= 0, got "
+                                                    f"'{printable(o_raw[:40])}'") from None
+            if offset < 0:
+                raise _BadRequest("invalid_offset", f"offset must be >= 0, got {offset}")
+            if offset + k > MAX_RANKED:
+                raise _BadRequest("invalid_offset", f"offset + k must be at most {MAX_RANKED} (results are ranked "
+                                                    f"up to that depth), got {offset + k}")
+        return k, offset, notes
+
+    def parse_start(params) -> float | None:
+        raw = params.get("start")
+        if raw is None or raw.strip() == "":
+            return None
         try:
-            result = await encode_and_search(s, cq.text, k)
-        except query_errors as exc:  # type: ignore[misc]
-            return error(400, "invalid_query", str(exc))
-        except EmptyQuery as exc:
-            return error(400, "empty_query", str(exc))
+            value = float(raw.strip())
+        except ValueError:
+            value = float("nan")
+        if not math.isfinite(value) or value < 0 or value > 1e7:
+            raise _BadRequest("invalid_start", f"start must be a time in seconds >= 0, got '{printable(raw[:40])}'")
+        return value
+
+    def result_json(s, result, *, query: str, k: int, offset: int, notes: list[str], t0: float, cut: bool = False,
+                    extra: dict | None = None) -> JSONResponse:
         truncated = bool(getattr(result, "truncated", False))
         searcher_notes = [str(n) for n in (getattr(result, "notes", None) or [])]
         num_tokens = getattr(result, "num_tokens", None)
@@ -353,22 +411,126 @@ def create_app(
                 "query truncated to the model's text context"
                 + (f" (it needs {num_tokens} tokens)" if num_tokens else "")
             )
-        notes.extend(searcher_notes)
-        hits = [_hit_json(rank, h) for rank, h in enumerate(getattr(result, "hits", []) or [], start=1)]
+        notes = notes + searcher_notes
+        ranked = list(getattr(result, "hits", []) or [])
+        hits = [_hit_json(rank, h) for rank, h in enumerate(ranked[offset:offset + k], start=offset + 1)]
+        threshold = getattr(result, "weak_threshold", None)
+        if threshold is None:
+            threshold = getattr(s, "weak_threshold", None)
+        top_weak = bool(ranked) and bool(getattr(ranked[0], "weak", False))
         return JSONResponse({
-            "query": cq.text,
+            "query": query,
             "k": k,
+            "offset": offset,
             "hits": hits,
+            "has_more": len(ranked) > offset + k or (len(ranked) == offset + k and offset + k < min(len(s), MAX_RANKED)),
             "took_ms": round((time.perf_counter() - t0) * 1000.0, 3),
             "search_ms": _float_or_none(getattr(result, "took_ms", None)),
-            "truncated": truncated or cq.cut,
+            "truncated": truncated or cut,
             "num_tokens": num_tokens if isinstance(num_tokens, int) else None,
             "notes": notes,
+            "weak_threshold": _float_or_none(threshold, 6),
+            "no_close_match": top_weak,
             "total_videos": len(s),
+            **(extra or {}),
         })
+
+    @get_and_head("/search")
+    async def search(request: Request):
+        """Text search. Query parameters: `q` (the text), `k` (results per page, default and maximum set at
+        start), `offset` (skip this many ranked results: paging; offset + k <= 1000). Answers the result
+        object with `hits` in the hit schema; odd queries get 400 or a 200 with notes."""
+        t0 = time.perf_counter()
+        s = live.current()
+        params = request.query_params
+        try:
+            cq = clean_query(params.get("q"), max_chars=max_query_chars)
+        except EmptyQuery as exc:
+            return error(400, "empty_query", str(exc))
+        notes = list(cq.notes)
+        try:
+            k, offset, k_notes = parse_k_offset(params)
+        except _BadRequest as exc:
+            return error(400, exc.code, exc.detail)
+        notes.extend(k_notes)
+        try:
+            result = await encode_and_search(s, cq.text, offset + k)
+        except query_errors as exc:  # type: ignore[misc]
+            return error(400, "invalid_query", str(exc))
+        except EmptyQuery as exc:
+            return error(400, "empty_query", str(exc))
+        return result_json(s, result, query=cq.text, k=k, offset=offset, notes=notes, t0=t0, cut=cq.cut)
+
+    @app.post("/search/image")
+    async def search_image(request: Request):
+        """Search by an example image: the raw image file as the request body with `Content-Type: image/*`
+        (JPEG, PNG, WebP, ...; at most the server's image size limit). Query parameters `k`, `offset` as for
+        `/search`. Answers the same result object as `/search`."""
+        t0 = time.perf_counter()
+        s = live.current()
+        ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if not ctype.startswith("image/"):
+            return error(415, "unsupported_media_type", "send the image file itself as the body, with a "
+                                                        "Content-Type of image/* (e.g. image/jpeg)")
+        try:
+            k, offset, notes = parse_k_offset(request.query_params)
+        except _BadRequest as exc:
+            return error(400, exc.code, exc.detail)
+        declared = request.headers.get("content-length")
+        if declared and declared.strip().isdigit() and int(declared) > max_image_bytes:
+            return error(413, "image_too_large", f"the image is larger than the limit of {max_image_bytes:,} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_image_bytes:
+                return error(413, "image_too_large", f"the image is larger than the limit of {max_image_bytes:,} bytes")
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        if not data:
+            return error(400, "empty_image", "the request body is empty: send the image file as the body")
+        iq = _image_query()
+        if iq is None or not callable(getattr(iq, "search_image", None)):
+            return error(501, "not_supported", "this installation cannot search by image (no image_query module)")
+        try:
+            result = await run_in_threadpool(iq.search_image, s, data, offset + k)
+        except query_errors as exc:  # type: ignore[misc]
+            return error(400, "invalid_image", str(exc))
+        return result_json(s, result, query=getattr(result, "query", "") or "image", k=k, offset=offset,
+                           notes=notes, t0=t0)
+
+    @get_and_head("/similar/{vid}")
+    async def similar(vid: str, request: Request):
+        """"More like this": the stored vector of video `vid` (of its window starting at `start` seconds,
+        when given) is the query; the video itself is left out. Query parameters `start`, `k`, `offset`."""
+        t0 = time.perf_counter()
+        s = live.current()
+        if not _ID.fullmatch(vid):
+            return error(404, "not_found", f"no video with id '{printable(vid[:40])}': ids are non-negative integers")
+        vid_int = int(vid)
+        entry = s.entry(vid_int) if callable(getattr(s, "entry", None)) else None
+        if entry is None:
+            return error(404, "not_found", f"no video with id {vid_int} in this index")
+        try:
+            start = parse_start(request.query_params)
+            k, offset, notes = parse_k_offset(request.query_params)
+        except _BadRequest as exc:
+            return error(400, exc.code, exc.detail)
+        try:
+            result = await run_in_threadpool(_similar, s, vid_int, start, offset + k)
+        except _NotSupported as exc:
+            return error(501, "not_supported", str(exc))
+        except query_errors as exc:  # type: ignore[misc]
+            return error(400, "invalid_query", str(exc))
+        if result is None:
+            return error(404, "not_found", f"video {vid_int} has no stored vector to search with")
+        name = Path(getattr(entry, "video_id", "") or str(vid_int)).name
+        label = f"more like {printable(name)}" + (f" at {_clock(start)}" if start is not None else "")
+        return result_json(s, result, query=label, k=k, offset=offset, notes=notes, t0=t0,
+                           extra={"source": {"id": vid_int, "start": start}})
 
     @get_and_head("/videos/{vid}")
     def video(vid: str):
+        """The indexed file itself (range requests supported). Only ids of the index; never a path."""
         opened = open_video(live.current(), vid)
         try:
             media_type = VIDEO_MEDIA_TYPES.get(Path(opened.name).suffix.lower(), "application/octet-stream")
@@ -380,8 +542,76 @@ def create_app(
             opened.close()
             raise
 
+    @get_and_head("/videos/{vid}/playback")
+    def playback(vid: str, request: Request):
+        """How to play video `vid` in a browser, starting at `start` seconds: `{"kind": "original"|"preview"
+        |"none", "url", "offset", "start", "reason", "video_url"}`. A preview's time 0 is `offset` seconds
+        of the original; "none" means the file cannot be decoded (use `video_url` to download it)."""
+        try:
+            start = parse_start(request.query_params)
+        except _BadRequest as exc:
+            return error(400, exc.code, exc.detail)
+        s = live.current()
+        opened = open_video(s, vid)
+        hid = int(vid)
+        video_url = f"/videos/{hid}"
+        try:
+            plan = previews.plan(opened, s.entry(hid), start)
+        except PreviewError as exc:
+            return {"id": hid, "kind": "none", "url": None, "offset": 0.0, "start": start, "reason": str(exc),
+                    "video_url": video_url}
+        finally:
+            opened.close()
+        if plan.kind == "original":
+            url = video_url
+        else:
+            url = f"/videos/{hid}/preview" + (f"?from={plan.offset:g}" if plan.offset else "")
+        return {"id": hid, "kind": plan.kind, "url": url, "offset": plan.offset, "start": start,
+                "reason": plan.reason, "video_url": video_url}
+
+    @get_and_head("/videos/{vid}/preview")
+    async def preview(vid: str, request: Request):
+        """A browser-playable preview (silent H.264/MP4, at most 480 lines) of video `vid` from `from`
+        seconds (a multiple of 30; default 0), made on first request and cached. 422 when the file cannot
+        be decoded, 503 when too many previews are being made."""
+        raw = request.query_params.get("from")
+        start = 0.0
+        if raw is not None and raw.strip() != "":
+            try:
+                start = float(raw.strip())
+            except ValueError:
+                start = -1.0
+            if not previews.valid_segment(start) or start > 1e7:
+                return error(400, "invalid_from", "from must be a multiple of 30 seconds (as /playback gives it)")
+        s = live.current()
+        opened = await run_in_threadpool(open_video, s, vid)
+        try:
+            entry = s.entry(int(vid))
+            path = previews.cached(opened, entry, start)
+            if path is None:
+                if preview_waiting[0] >= preview_queue + preview_limiter.total_tokens:
+                    return error(503, "busy", "too many previews are being made; try again shortly",
+                                 headers={"Retry-After": "5"})
+                preview_waiting[0] += 1
+                try:
+                    path = await anyio.to_thread.run_sync(previews.get, opened, entry, start, limiter=preview_limiter)
+                finally:
+                    preview_waiting[0] -= 1
+        except PreviewError as exc:
+            return error(422, "preview_failed", str(exc))
+        finally:
+            opened.close()
+        try:
+            st = os.stat(path)
+        except OSError:
+            return error(503, "busy", "the preview was just removed from the cache; try again",
+                         headers={"Retry-After": "1"})
+        return FileResponse(path, stat_result=st, media_type=previews.encoder()[2],
+                            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=300"})
+
     @get_and_head("/videos/{vid}/thumbnail")
     def thumbnail(vid: str):
+        """JPEG of the middle frame of video `vid` (made on first request, cached)."""
         opened = open_video(live.current(), vid)
         try:
             data = thumbs.get(opened)
@@ -391,6 +621,33 @@ def create_app(
             opened.close()
         return Response(data, media_type="image/jpeg",
                         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=300"})
+
+    @get_and_head("/examples")
+    def examples():
+        """Example queries drawn from the indexed collection's own captions (`[]` when it has none)."""
+        s = live.current()
+        key = id(getattr(s, "manifest", None))
+        hit = examples_cache.get("value")
+        if hit is None or hit[0] != key or hit[1] is not getattr(s, "manifest", None):
+            try:
+                found = example_queries(s)
+            except Exception:  # never fail the page over examples
+                log.warning("reading example captions failed", exc_info=True)
+                found = []
+            hit = examples_cache["value"] = (key, getattr(s, "manifest", None), found)
+        return {"examples": hit[2]}
+
+    @get_and_head("/docs", include_in_schema=False)
+    def docs():
+        return HTMLResponse(apidocs.docs_page(title), headers={**apidocs.DOCS_HEADERS, "Cache-Control": "no-cache"})
+
+    @get_and_head("/docs/assets/{name}", include_in_schema=False)
+    def docs_asset(name: str):
+        folder = apidocs.assets_dir()
+        if folder is None or name not in apidocs.ASSETS:
+            raise StarletteHTTPException(404, "no such file")
+        return FileResponse(folder / name, media_type=apidocs.ASSETS[name],
+                            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=3600"})
 
     app.add_middleware(DroppedConnectionGuard)
     app.add_middleware(HostCheck, allowed_hosts=app.state.allowed_hosts)
@@ -428,25 +685,95 @@ def _default_reopen(searcher):
     return reopen
 
 
-def _float_or_none(value) -> float | None:
+def _float_or_none(value, digits: int = 3) -> float | None:
     try:
-        return None if value is None else round(float(value), 3)
+        return None if value is None else round(float(value), digits)
     except (TypeError, ValueError):
         return None
 
 
-def _hit_json(rank: int, hit) -> dict:
+class _BadRequest(Exception):
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code, self.detail = code, detail
+
+
+class _NotSupported(Exception):
+    """The searcher (or this installation) cannot do what was asked; ``str`` is safe to show."""
+
+
+def _image_query():
+    """``hybridtower.index.image_query`` when this installation has it, else None."""
+    try:
+        from ..index import image_query  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return image_query
+
+
+def _similar(searcher, id: int, start: float | None, k: int):
+    """"More like this" through ``image_query.similar`` when present, else the searcher's own
+    ``vector`` + ``search_vector`` (the source video left out). None when the video has no vector."""
+    iq = _image_query()
+    if iq is not None and callable(getattr(iq, "similar", None)):
+        return iq.similar(searcher, id, start, k=k)
+    vector_of, search_vector = getattr(searcher, "vector", None), getattr(searcher, "search_vector", None)
+    if not callable(vector_of) or not callable(search_vector):
+        raise _NotSupported("this index cannot search by example")
+    try:
+        v = vector_of(id, start) if start is not None else vector_of(id)
+    except TypeError:  # a searcher without windows
+        v = vector_of(id)
+    if v is None:
+        return None
+    try:
+        return search_vector(v, k, exclude_id=id)
+    except TypeError:  # no exclude_id yet: ask for one more and drop the source
+        result = search_vector(v, k + 1)
+        result.hits = [h for h in result.hits if int(h.id) != int(id)][:k]
+        return result
+
+
+def _clock(seconds: float | None) -> str:
+    """``75.5`` -> ``1:15``; ``3725`` -> ``1:02:05``."""
+    if seconds is None:
+        return ""
+    t = int(seconds)
+    h, m, sec = t // 3600, (t // 60) % 60, t % 60
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def public_hit(hit) -> dict:
+    """THE hit schema: ``hit.to_public_dict()`` where the searcher provides it, else the same fields read
+    from the hit (``start``/``end`` None, ``moments`` [] and ``weak`` False when it has none)."""
+    to_public = getattr(hit, "to_public_dict", None)
+    if callable(to_public):
+        return dict(to_public())
     hid = int(hit.id)
-    path = getattr(hit, "path", None)
-    return {
+    start, end = getattr(hit, "start", None), getattr(hit, "end", None)
+    return {"id": hid, "video_id": str(getattr(hit, "video_id", hid)), "score": float(hit.score),
+            "start": None if start is None else float(start), "end": None if end is None else float(end),
+            "moments": [dict(m) for m in (getattr(hit, "moments", None) or [])],
+            "weak": bool(getattr(hit, "weak", False))}
+
+
+def _hit_json(rank: int, hit) -> dict:
+    """A public hit plus what the page needs: ``rank``, ``name`` (base name) and URLs (no server path)."""
+    out = public_hit(hit)
+    hid = int(out["id"])
+    start = out.get("start")
+    at = "" if start is None else f"?start={float(start):g}"
+    path = getattr(hit, "path", None)  # server side: only its base name is shown
+    name = Path(path).name if path else Path(str(out.get("video_id") or hid).replace("\\", "/")).name or str(hid)
+    out.update({
         "rank": rank,
-        "id": hid,
-        "video_id": str(getattr(hit, "video_id", hid)),
-        "name": Path(path).name if path else str(getattr(hit, "video_id", hid)),
-        "score": round(float(hit.score), 6),
+        "name": name,
         "video_url": f"/videos/{hid}",
         "thumbnail_url": f"/videos/{hid}/thumbnail",
-    }
+        "playback_url": f"/videos/{hid}/playback{at}",
+        "similar_url": f"/similar/{hid}{at}",
+    })
+    return out
 
 
 def _html_escape(text: str) -> str:

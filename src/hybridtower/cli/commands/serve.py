@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 HELP = "serve an index over HTTP: JSON search API, video files, thumbnails and a web page"
 EPILOG = """\
 routes:
   GET /                         the web page (search box, result grid, click to play)
-  GET /search?q=TEXT&k=N        JSON results (id, video_id, name, score, video and thumbnail URLs, took_ms)
+  GET /search?q=TEXT&k=N&offset=M   JSON results (the hit schema of docs/service.md, plus URLs)
+  POST /search/image?k=N        search by an example image (raw image body, Content-Type: image/*)
+  GET /similar/ID?start=S&k=N   "more like this" (that video's or window's vector as the query)
   GET /videos/ID                an indexed video file (range requests supported)
+  GET /videos/ID/playback       JSON: play the original, or a preview when browsers cannot play the file
+  GET /videos/ID/preview        browser-playable H.264/MP4 preview (made on first request, cached)
   GET /videos/ID/thumbnail      JPEG of its middle frame (made on first request, cached)
+  GET /examples                 example queries from the collection's own captions
   GET /healthz                  status, number of videos, model, index generation, batching
+  GET /docs, /openapi.json      read-only API docs (served locally)
   (HEAD works wherever GET does)
 
 examples:
@@ -26,7 +33,8 @@ service follows the index: a new generation written by `hybridtower index` is pi
 seconds (--reload-interval). Requests must be addressed to localhost, 127.0.0.1, [::1] or --host;
 add names with --allow-host. Concurrent queries are encoded in batches (--no-batching to turn off).
 The service has no authentication: keep --host on loopback unless you trust the network.
-Thumbnails are cached in INDEX_DIR/thumbnails (or a user cache folder when the index is read-only).
+Thumbnails are cached in INDEX_DIR/thumbnails (or a user cache folder when the index is read-only);
+previews in --preview-cache (default ~/.cache/hybridtower/previews, never inside the index).
 See docs/service.md.
 """
 
@@ -46,6 +54,15 @@ def register(sub) -> None:
     p.add_argument("--max-query-chars", type=int, default=1000,
                    help="longer queries are cut to this many characters, with a note (default 1000)")
     p.add_argument("--thumbnail-dir", default=None, help="thumbnail cache folder (default INDEX_DIR/thumbnails)")
+    p.add_argument("--preview-cache", default=None, metavar="DIR",
+                   help="folder for browser-playable previews of files browsers cannot play (default "
+                        "$XDG_CACHE_HOME/hybridtower/previews; not inside INDEX_DIR)")
+    p.add_argument("--preview-max-seconds", type=float, default=120.0, metavar="S",
+                   help="longest preview segment in seconds (default 120; at least 60)")
+    p.add_argument("--preview-max-mb", type=int, default=2048, metavar="MB",
+                   help="size bound of the preview cache folder (default 2048 MB; least recently used go first)")
+    p.add_argument("--max-image-mb", type=float, default=16.0, metavar="MB",
+                   help="largest image accepted by POST /search/image (default 16 MB)")
     p.add_argument("--title", default="hybridtower video search", help="title of the web page")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn log level (default info)")
@@ -79,7 +96,15 @@ def run(args) -> int:
                           f"({args.max_batch})")
     if args.query_cache < 0:
         raise ConfigError(f"--query-cache must be 0 (off) or positive, got {args.query_cache}")
+    if args.preview_max_seconds < 60 or args.preview_max_mb < 1 or not 0 < args.max_image_mb <= 1024:
+        raise ConfigError("need --preview-max-seconds >= 60, --preview-max-mb >= 1 and 0 < --max-image-mb <= 1024")
     from ...service.middleware import default_hosts, valid_host_name
+    from ...service.previews import default_preview_dir
+
+    preview_dir = Path(args.preview_cache or default_preview_dir())
+    index_real = Path(args.index_dir).resolve()
+    if preview_dir.resolve() == index_real or index_real in preview_dir.resolve().parents:
+        raise ConfigError("--preview-cache must be outside INDEX_DIR (the index removes files it does not know)")
 
     bad = [h for h in args.allow_host if not valid_host_name(h)]
     if bad:
@@ -101,6 +126,10 @@ def run(args) -> int:
             query_cache=args.query_cache,
             reopen=lambda: open_searcher(args.index_dir, args.checkpoint, args.device),
             reload_interval_s=args.reload_interval,
+            preview_dir=preview_dir,
+            preview_max_seconds=args.preview_max_seconds,
+            preview_max_bytes=args.preview_max_mb << 20,
+            max_image_bytes=int(args.max_image_mb * (1 << 20)),
         )
     except BaseException:
         sock.close()
