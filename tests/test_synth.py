@@ -193,3 +193,52 @@ def test_cli_synth_scenes(tmp_path, capsys):
     assert all(len(v["clip"]["scenes"]) == 3 and v["frames"] == 12 for v in meta["videos"])
     assert main(["synth", str(tmp_path / "bad"), "--kind", "scenes", "--scenes", "x-y", "--videos", "3"]) == 2
     assert "MIN-MAX" in capsys.readouterr().err
+
+
+BOLD = dict(videos=8, images=6, workers=0, kind="scenes", scene_style="bold", scenes_min=2, scenes_max=3,
+            frames_per_scene=4, formats=("mp4",))
+
+
+def test_bold_style_every_scene_readable_from_one_frame(tmp_path):
+    from hybridtower.data.synthetic.bold import BACKGROUNDS
+
+    out = tmp_path / "bold"
+    generate(out, SynthConfig(seed=5, **BOLD), progress=False)
+    meta = json.loads((out / "synth_meta.json").read_text())
+    assert meta["config"]["scene_style"] == "bold"
+    for v in meta["videos"]:
+        scenes = v["clip"]["scenes"]
+        assert v["clip"]["style"] == "bold" and 2 <= len(scenes) <= 3 and v["frames"] == 4 * len(scenes)
+        assert {c["scene"] for c in v["captions"]} == set(range(len(scenes)))
+        for a, b in zip(scenes, scenes[1:]):  # consecutive scenes differ in background and main object
+            assert a["background"] != b["background"]
+            assert (a["objects"][0]["shape"], a["objects"][0]["colour"]) != (b["objects"][0]["shape"], b["objects"][0]["colour"])
+        for c in v["captions"]:
+            main_obj = scenes[c["scene"]]["objects"][0]
+            assert f"{main_obj['colour']} {main_obj['shape']}" in c["text"]  # names its scene's main object
+            if c["kind"] in ("full", "main"):
+                assert scenes[c["scene"]]["background"] in c["text"]
+        frames = read_all_frames(out / v["file"]).astype(int)
+        for i, s in enumerate(scenes):  # each scene's frames show its own background (corner pixel), unchanged
+            for f in range(4 * i, 4 * i + 4):
+                assert np.abs(frames[f, 0, 0] - np.array(BACKGROUNDS[s["background"]])).sum() < 40
+    # the still images are bold scenes with the same caption language
+    rows = [json.loads(ln) for ln in (out / "images.jsonl").read_text().splitlines()]
+    assert any(any(bg in r["caption"] for bg in BACKGROUNDS) for r in rows)
+    # deterministic
+    again = tmp_path / "again"
+    generate(again, SynthConfig(seed=5, **BOLD), progress=False)
+    assert (again / "captions.jsonl").read_text() == (out / "captions.jsonl").read_text()
+    assert (again / "images.jsonl").read_text() == (out / "images.jsonl").read_text()
+
+
+def test_scene_style_flag_and_errors(tmp_path):
+    out = tmp_path / "cli-bold"
+    assert main(["synth", str(out), "--kind", "scenes", "--scene-style", "bold", "--scenes", "2-2", "--videos", "3",
+                 "--images", "0", "--frames-per-scene", "3", "--workers", "0", "--no-progress", "--format", "mp4"]) == 0
+    meta = json.loads((out / "synth_meta.json").read_text())
+    assert all(v["clip"]["style"] == "bold" and len(v["clip"]["scenes"]) == 2 for v in meta["videos"])
+    from hybridtower.core.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        SynthConfig(kind="scenes", scene_style="blurry").validate()

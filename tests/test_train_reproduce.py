@@ -97,3 +97,43 @@ def test_breakdown_by_caption_group():
     assert table["a"]["2"]["R@1"] == pytest.approx(75.0)  # seed 0: 100, seed 1: 50
     assert table["a"]["4"]["MdR"] == pytest.approx(17.5)  # medians 15 and 20
     assert "| Two |" in rep.markdown_breakdown(table, {"a": "Two"}, "x")
+
+
+def test_scenes_bold_budget_carries_its_data_design():
+    b = resolve_budget(ComparisonOptions(out_dir="x", kind="scenes-bold"))
+    assert b["synth"]["scene_style"] == "bold" and b["synth"]["kind"] == "scenes"
+    q = resolve_budget(ComparisonOptions(out_dir="x", kind="scenes-bold", quick=True))
+    assert q["synth"] == b["synth"] and q["videos"] == QUICK["videos"]  # quick keeps the design, not the size
+    assert "synth" not in resolve_budget(ComparisonOptions(out_dir="x", kind="shapes"))
+
+
+def test_cell_lock_waits_for_the_holder_and_takes_over_stale_locks(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from hybridtower.experiments.comparison import CellLock
+
+    path = tmp_path / "cell.lock"
+    order = []
+    with CellLock(path, log=lambda m: None):
+        assert path.read_text() == str(os.getpid())
+
+        def second():
+            with CellLock(path, log=lambda m: None, poll_s=0.05):
+                order.append("second")
+
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.3)
+        order.append("first done")  # the second is still waiting: we hold the lock
+    t.join(5)
+    assert order == ["first done", "second"] and not path.exists()
+    # a lock whose process is gone is taken over at once
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path.write_text(str(dead.pid))
+    with CellLock(path, log=lambda m: None, poll_s=10):
+        assert path.read_text() == str(os.getpid())

@@ -78,6 +78,13 @@ VARIANTS = {
     "pig-nofusion": ("PIG without fusion (t_p itself is the video vector)", {"model_overrides": ["fusion.enabled=false"]}),
 }
 BUDGETS = {
+    # scenes-bold: 2-3 bold scenes per clip (each readable from one frame; .data.synthetic.bold), a caption per
+    # scene; 4 rendered frames per scene, 8 sampled. Chosen by the pilots of docs/comparison.md
+    "scenes-bold": {"videos": 1000, "images": 3000, "pretrain_steps": 300, "pretrain_batch": 128, "steps": 100,
+                    "batch_size": 32, "frames": 8, "seeds": [0, 1, 2, 3, 4], "lrs": [3e-4, 1e-3], "mults": [1.0, 10.0],
+                    "arch": "hybridtower-tiny", "val_split": "val", "test_split": "test-3k",
+                    "synth": {"kind": "scenes", "scene_style": "bold", "scenes_min": 2, "scenes_max": 3,
+                              "frames_per_scene": 4}},
     # scenes: 2-4 scenes per clip, a caption per scene; 8 frames (2-4 per scene). Sized for a shared 2-core
     # machine: 300 pretraining steps, 60 steps per run (docs/comparison.md, "Budget")
     "scenes": {"videos": 1000, "images": 3000, "pretrain_steps": 300, "pretrain_batch": 128, "steps": 60,
@@ -132,6 +139,8 @@ def resolve_budget(opts: ComparisonOptions) -> dict:
     if opts.kind not in BUDGETS:
         raise ConfigError(f"unknown synthetic kind {opts.kind!r}; choose one of {sorted(BUDGETS)}")
     budget = dict(QUICK if opts.quick else BUDGETS[opts.kind])
+    if opts.quick and "synth" in BUDGETS[opts.kind]:
+        budget["synth"] = dict(BUDGETS[opts.kind]["synth"])  # the kind's data design, at the quick size
     unknown = set(opts.budget) - set(budget)
     if unknown:
         raise ConfigError(f"unknown budget key(s) {sorted(unknown)}")
@@ -169,10 +178,17 @@ class Comparison:
         self.all_ranks: dict[str, list] = {}  # run name -> per-seed per-caption test t2v ranks
 
     # ----- 1. data, 2. CLIP -----
+    @property
+    def synth_kind(self) -> str:
+        """The ``hybridtower synth`` kind behind this comparison kind (``scenes-bold`` is ``scenes``, style bold)."""
+        return self.budget.get("synth", {}).get("kind", self.opts.kind)
+
     def data(self) -> None:
         from ..data.synthetic import SynthConfig, generate
 
-        cfg = SynthConfig(kind=self.opts.kind, videos=self.budget["videos"], images=self.budget["images"], seed=0)
+        extra = {k: v for k, v in self.budget.get("synth", {}).items() if k != "kind"}
+        cfg = SynthConfig(kind=self.synth_kind, videos=self.budget["videos"], images=self.budget["images"], seed=0,
+                          **extra)
         meta = self.synth / "synth_meta.json"
         wanted = {k: v for k, v in asdict(cfg).items() if k != "workers"}
         if meta.is_file():
@@ -213,13 +229,23 @@ class Comparison:
         return values
 
     def train_cell(self, name: str, values: dict, seed: int) -> Path:
-        from ..train import TrainConfig, train
-
         run_dir = self.runs / f"{name}-{tuning.point_tag(values)}-seed{seed}"
         full = {**values, "seed": seed, "data": f"msrvtt:{self.synth}", "pretrained": str(self.clip_dir)}
         marker = run_dir / "cell.json"
-        if marker.is_file() and json.loads(marker.read_text()).get("config") == json.loads(json.dumps(full)):
+
+        def done() -> bool:
+            return marker.is_file() and json.loads(marker.read_text()).get("config") == json.loads(json.dumps(full))
+
+        if done():
             return run_dir
+        with CellLock(run_dir.with_name(run_dir.name + ".lock"), self.log):  # another invocation may train it
+            if done():
+                return run_dir
+            return self._train_locked(name, run_dir, full, values, seed, marker)
+
+    def _train_locked(self, name: str, run_dir: Path, full: dict, values: dict, seed: int, marker: Path) -> Path:
+        from ..train import TrainConfig, train
+
         if run_dir.exists():
             shutil.rmtree(run_dir)  # an interrupted or changed cell: start it again from scratch
         cfg = TrainConfig(**full)
@@ -232,14 +258,20 @@ class Comparison:
         return run_dir
 
     def eval_cell(self, run_dir: Path, split: str, ranks: bool = False) -> dict:
+        path = run_dir / f"eval-{split}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        with CellLock(path.with_suffix(".lock"), self.log):
+            if path.is_file():  # another invocation scored it meanwhile
+                return json.loads(path.read_text())
+            return self._eval_locked(run_dir, split, ranks, path)
+
+    def _eval_locked(self, run_dir: Path, split: str, ranks: bool, path: Path) -> dict:
         from .. import hub
         from ..core.io import atomic_write_json
         from ..data import load_split
         from ..eval import evaluate
 
-        path = run_dir / f"eval-{split}.json"
-        if path.is_file():
-            return json.loads(path.read_text())
         model = hub.load_model(run_dir)
         t0 = time.time()
         metrics = evaluate(model, load_split(f"msrvtt:{self.synth}", split), batch_size=32, num_workers=0,
@@ -301,7 +333,7 @@ class Comparison:
         """For the scenes kind: the number of scenes in each test caption's clip (test split order)."""
         from ..data import load_split
 
-        if self.opts.kind != "scenes":
+        if self.synth_kind != "scenes":
             return None
         meta = json.loads((self.synth / "synth_meta.json").read_text())
         scenes = {v["video_id"]: len(v["clip"]["scenes"]) for v in meta["videos"]}
@@ -345,6 +377,57 @@ class Comparison:
         atomic_write_text(self.out / f"{stem}.md", md)
         report["markdown"] = md
         return report
+
+
+class CellLock:
+    """A lock file per cell, so that two ``reproduce`` invocations on the same folder (e.g. the main comparison
+    and a ``--variants`` run sharing PIG's cells, one per CPU core) never train the same cell at once: the
+    second waits for the first and then reuses its result. A lock left by a dead process is taken over."""
+
+    def __init__(self, path: Path, log=print, poll_s: float = 5.0):
+        self.path, self.log, self.poll_s = Path(path), log, poll_s
+
+    def _holder_alive(self) -> bool:
+        import os
+
+        try:
+            pid = int(self.path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return True  # being written right now: treat as held
+        if pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def __enter__(self):
+        import os
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        waited = False
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._holder_alive():
+                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                if not waited:
+                    self.log(f"waiting for another process to finish {self.path.stem}")
+                    waited = True
+                time.sleep(self.poll_s)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+        return False
 
 
 def online_cost_ms(model, num_videos: int = 1000, repeats: int = 20) -> float:

@@ -10,6 +10,7 @@ examples:
   hybridtower synth data/synth                          # defaults: 1000 clips, 3000 images, seed 0
   hybridtower synth data/tiny --videos 24 --images 50   # a tiny set for smoke tests
   hybridtower synth data/scenes --kind scenes           # 2-4 scenes per clip, each caption about one scene
+  hybridtower synth data/bold --kind scenes --scene-style bold --scenes 2-3 --frames-per-scene 4
   hybridtower synth data/big --videos 5000 --workers 2 --size 64x64 --size 96x96
   hybridtower data inspect --data msrvtt:data/synth     # then check it like any dataset
 
@@ -34,6 +35,9 @@ def register(subparsers) -> None:
                    help="shapes (default): one scene per clip, captions about the whole clip; scenes: clips of "
                    "several scenes, each caption describes ONE scene (as on MSRVTT, a caption covers part of a video)")
     p.add_argument("--scenes", default="2-4", metavar="MIN-MAX", help="scenes kind: scenes per clip (default 2-4)")
+    p.add_argument("--scene-style", choices=["fine", "bold"], default="fine",
+                   help="scenes kind: fine (default; small subjects, brief events) or bold (every scene readable "
+                   "from one frame: large objects on a named background; the still images use the same style)")
     p.add_argument("--frames-per-scene", type=int, default=6, help="scenes kind: rendered frames per scene (default 6)")
     p.add_argument("--videos", type=int, default=1000, help="number of clips (default 1000: 700 train / 100 val / 200 test)")
     p.add_argument("--images", type=int, default=3000, help="number of still images for CLIP pretraining (default 3000)")
@@ -78,6 +82,7 @@ def run(args) -> int:
         scenes_min=scenes_min,
         scenes_max=scenes_max,
         frames_per_scene=args.frames_per_scene,
+        scene_style=args.scene_style,
         videos=args.videos,
         images=args.images,
         seed=args.seed,

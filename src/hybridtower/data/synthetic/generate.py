@@ -39,7 +39,8 @@ import numpy as np
 from ...core.errors import ConfigError
 from ...core.io import atomic_path, atomic_write_json, atomic_write_text
 from .captions import image_captions, make_captions
-from .multiscene import clip_captions, render_clip, sample_clip
+from .bold import bold_captions, render_bold, sample_bold_scene
+from .multiscene import STYLES, clip_captions, render_clip, sample_clip
 from .scene import render_frames, render_still, sample_scene
 
 # (extension, PyAV container format, encoder)
@@ -64,6 +65,9 @@ class SynthConfig:
     scenes_max: int = 4
     frames_per_scene: int = 6  # scenes kind: rendered frames per scene (a clip has scenes x this many)
     small_subject_p: float = 0.7  # scenes kind: probability that a scene's subject is small
+    # scenes kind: "fine" (the first design: small subjects, brief events) or "bold" (every scene readable
+    # from one frame, .bold; the still images are then bold scenes with the same captions)
+    scene_style: str = "fine"
     fps: int = 10
     sizes: tuple[str, ...] = ("64x64", "96x96", "96x64")  # WxH, even numbers (yuv420p)
     captions_per_video: int = 5
@@ -96,6 +100,8 @@ class SynthConfig:
                 raise ConfigError(f"synth scenes per clip: need 1 <= min <= max, got {self.scenes_min}-{self.scenes_max}")
             if self.frames_per_scene < 3:
                 raise ConfigError("synth --frames-per-scene must be >= 3")
+            if self.scene_style not in STYLES:
+                raise ConfigError(f"synth scene style {self.scene_style!r} unknown; choose one of {STYLES}")
             if not 0.0 <= self.small_subject_p <= 1.0:
                 raise ConfigError("synth small_subject_p must lie in [0, 1]")
         if self.videos < 3:
@@ -162,7 +168,8 @@ def _video_job(args) -> dict:
     record = {"video_id": video_id, "split": split_of(index, cfg), "file": rel, "width": width, "height": height,
               "codec": codec, "fps": cfg.fps}
     if cfg.kind == "scenes":
-        clip = sample_clip(rng, (cfg.scenes_min, cfg.scenes_max), cfg.frames_per_scene, cfg.small_subject_p)
+        clip = sample_clip(rng, (cfg.scenes_min, cfg.scenes_max), cfg.frames_per_scene, cfg.small_subject_p,
+                           style=cfg.scene_style)
         captions = clip_captions(clip, cfg.captions_per_video, rng)
         write_video(render_clip(clip, width, height), Path(out_dir) / rel, fmt, codec, cfg.fps)
         return {**record, "frames": clip.num_frames, "clip": clip.to_dict(),
@@ -182,12 +189,18 @@ def _image_job(args) -> dict:
     rng = np.random.default_rng([cfg.seed, 1, index])
     sizes = cfg.parsed_sizes()
     width, height = sizes[int(rng.integers(len(sizes)))]
-    scene = sample_scene(rng, 1)
-    n = int(rng.integers(1, 4))
-    objects = scene.objects[:n]
-    for o in objects:
-        o.event, o.motion = None, "still"
-    image = render_still(objects, scene.background, width, height)
+    if cfg.kind == "scenes" and cfg.scene_style == "bold":  # stills of the clips' scene style, same captions
+        bold_scene = sample_bold_scene(rng, 1)
+        image = render_bold(bold_scene, width, height)[0]
+        captions = bold_captions(bold_scene, cfg.captions_per_image, rng)
+    else:
+        scene = sample_scene(rng, 1)
+        n = int(rng.integers(1, 4))
+        objects = scene.objects[:n]
+        for o in objects:
+            o.event, o.motion = None, "still"
+        image = render_still(objects, scene.background, width, height)
+        captions = image_captions(objects, cfg.captions_per_image, rng)
     image_id = f"img{index}"
     rel = f"images/{image_id}.png"
     buf = io.BytesIO()
@@ -196,7 +209,7 @@ def _image_job(args) -> dict:
         tmp.write_bytes(buf.getvalue())
     n_val = max(1, int(round(cfg.images * cfg.image_val_fraction))) if cfg.images >= 20 else 0
     split = "val" if index >= cfg.images - n_val else "train"
-    return {"image_id": image_id, "file": rel, "split": split, "captions": image_captions(objects, cfg.captions_per_image, rng)}
+    return {"image_id": image_id, "file": rel, "split": split, "captions": captions}
 
 
 def _run(jobs, fn, workers: int, desc: str, progress: bool) -> list[dict]:

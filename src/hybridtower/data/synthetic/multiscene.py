@@ -12,6 +12,10 @@ scene per clip, every caption about it) does not have that property; this kind d
 * the details are fine-grained: the scene's subject is small with probability ``small_subject_p``, and
   its events (recolour, vanish) last 2 of the scene's frames.
 
+Two scene styles: ``fine`` (the first design, above: small subjects, brief events) and ``bold``
+(:mod:`.bold`: every scene readable from one frame; large objects on a named, bright background), which
+the comparison uses since the ``fine`` style left every framework near chance (docs/comparison.md).
+
 Everything is a pure function of the random generator passed in.
 """
 
@@ -21,16 +25,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import bold
 from .captions import make_caption
 from .scene import BACKGROUNDS, Scene, render_frames, sample_scene
 
 CAPTION_CYCLE = ("event", "context", "event_motion", "event", "motion")
+STYLES = ("fine", "bold")
 
 
 @dataclass
 class MultiSceneClip:
-    scenes: list[Scene]
+    scenes: list  # Scene (style fine) or bold.BoldScene (style bold)
     frames_per_scene: int
+    style: str = "fine"
 
     @property
     def num_frames(self) -> int:
@@ -41,13 +48,23 @@ class MultiSceneClip:
         return index * self.frames_per_scene, (index + 1) * self.frames_per_scene
 
     def to_dict(self) -> dict:
-        return {"frames_per_scene": self.frames_per_scene, "scenes": [s.to_dict() for s in self.scenes]}
+        out = {"frames_per_scene": self.frames_per_scene, "scenes": [s.to_dict() for s in self.scenes]}
+        if self.style != "fine":  # the fine style's records stay as they were
+            out["style"] = self.style
+        return out
 
 
 def sample_clip(rng: np.random.Generator, num_scenes: tuple[int, int], frames_per_scene: int,
-                small_subject_p: float) -> MultiSceneClip:
+                small_subject_p: float, style: str = "fine") -> MultiSceneClip:
     """``num_scenes`` = (min, max) inclusive; consecutive scenes never share a background."""
+    if style not in STYLES:
+        raise ValueError(f"unknown scene style {style!r}; choose one of {STYLES}")
     n = int(rng.integers(num_scenes[0], num_scenes[1] + 1))
+    if style == "bold":
+        bold_scenes: list[bold.BoldScene] = []
+        for _ in range(n):
+            bold_scenes.append(bold.sample_bold_scene(rng, frames_per_scene, bold_scenes[-1] if bold_scenes else None))
+        return MultiSceneClip(scenes=bold_scenes, frames_per_scene=frames_per_scene, style="bold")
     scenes: list[Scene] = []
     for _ in range(n):
         scene = sample_scene(rng, frames_per_scene)
@@ -64,6 +81,8 @@ def clip_captions(clip: MultiSceneClip, count: int, rng: np.random.Generator) ->
     """``count`` distinct ``(caption, kind, scene index)``; each describes one scene, every scene is described
     (when ``count`` >= the number of scenes), scenes in a random order, kinds cycling event-heavy."""
     n = len(clip.scenes)
+    cycle = bold.CAPTION_CYCLE if clip.style == "bold" else CAPTION_CYCLE
+    caption = bold.bold_caption if clip.style == "bold" else make_caption
     order = [int(i) for i in rng.permutation(n)]
     out: list[tuple[str, str, int]] = []
     seen: set[str] = set()
@@ -72,8 +91,8 @@ def clip_captions(clip: MultiSceneClip, count: int, rng: np.random.Generator) ->
     k = 0
     while len(out) < count and tries < count * 40:
         scene_index = order[k % n]
-        kind = CAPTION_CYCLE[per_scene[scene_index] % len(CAPTION_CYCLE)]
-        text = make_caption(clip.scenes[scene_index], kind, rng)
+        kind = cycle[per_scene[scene_index] % len(cycle)]
+        text = caption(clip.scenes[scene_index], kind, rng)
         tries += 1
         if text in seen:
             if tries % 5 == 0:  # this scene keeps repeating itself: move on to the next one
@@ -88,4 +107,5 @@ def clip_captions(clip: MultiSceneClip, count: int, rng: np.random.Generator) ->
 
 def render_clip(clip: MultiSceneClip, width: int, height: int) -> np.ndarray:
     """uint8 ``[num_frames, H, W, 3]``: the scenes' frames one after another (hard cuts)."""
-    return np.concatenate([render_frames(s, width, height) for s in clip.scenes], axis=0)
+    render = bold.render_bold if clip.style == "bold" else render_frames
+    return np.concatenate([render(s, width, height) for s in clip.scenes], axis=0)
