@@ -293,7 +293,13 @@ def create_app(
             raise StarletteHTTPException(404, str(exc)) from None
 
     def get_and_head(path: str, **kw):
-        return app.api_route(path, methods=["GET", "HEAD"], **kw)
+        """GET and HEAD on ``path``; only GET appears in the OpenAPI schema (one operation per route)."""
+        def register(fn):
+            app.api_route(path, methods=["GET"], **kw)(fn)
+            app.api_route(path, methods=["HEAD"], **{**kw, "include_in_schema": False})(fn)
+            return fn
+
+        return register
 
     @get_and_head("/", response_class=HTMLResponse, include_in_schema=False)
     def index_page():
