@@ -77,7 +77,7 @@ class Plan:
     search_batch: int = 64
     search_repeats: int = 10
     search_min_seconds: float = 0.2
-    search_floor_mb: int = 8192
+    search_floor_mb: int = 4096  # 4 GiB: far past the 50-60 MB L2 of an H100/H200
     search_max_gb: float | None = None  # None: up to 80 % of the device's free memory
     topk: int = 10
 

@@ -532,6 +532,12 @@ def _command_line(cfg: EfficiencyConfig) -> str:
         parts.append("--sizes " + ",".join(str(n) for n in cfg.sizes))
     if cfg.repeats != default.repeats:
         parts.append(f"--repeats {cfg.repeats}")
+    if cfg.offline_repeats != default.offline_repeats:
+        parts.append(f"--offline-repeats {cfg.offline_repeats}")
+    if cfg.offline_batch != default.offline_batch:
+        parts.append(f"--offline-batch {cfg.offline_batch}")
+    if cfg.min_seconds != default.min_seconds:
+        parts.append(f"--min-seconds {cfg.min_seconds:g}")
     if cfg.threads:
         parts.append(f"--threads {cfg.threads}")
     if cfg.m_values != default.m_values:
