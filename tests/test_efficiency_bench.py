@@ -136,3 +136,21 @@ def test_bench_rejects_bad_sizes(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "efficiency", "--sizes", "10k,abc"])
     assert "bad gallery size" in capsys.readouterr().err
+
+
+def test_multi_models_share_pigs_weights_and_match_a_built_pig_m():
+    from hybridtower import hub
+    from hybridtower.analysis.efficiency_multi import build_multi_models
+
+    torch.manual_seed(0)
+    pig = hub.create_model("pig-tiny").eval()
+    models = build_multi_models("tiny", [1, 4], "cpu", pig=pig)
+    assert models[1] is pig and pig.cfg.num_pseudo_queries == 1  # PIG itself is left as it was
+    assert models[4].cfg.num_pseudo_queries == 4 and models[4].video_encoder is pig.video_encoder
+    built = hub.create_model("pig-tiny", overrides=["num_pseudo_queries=4"]).eval()
+    built.load_state_dict(pig.state_dict())
+    frames = torch.randn(2, 8, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got, expected = models[4].encode_video(frames), built.encode_video(frames)
+    assert got.shape == (2, 4, pig.embed_dim)
+    assert torch.allclose(got, expected, atol=1e-6)

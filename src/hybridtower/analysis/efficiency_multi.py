@@ -36,17 +36,40 @@ def check_m_values(model_size: str, m_values: list[int]) -> None:
 
 
 def build_multi_models(model_size: str, m_values: list[int], device, pig=None) -> dict:
-    """``{M: PIG-M model}`` with random weights (M = 1 reuses ``pig`` when given)."""
+    """``{M: PIG-M model}`` with random weights (M = 1 reuses ``pig`` when given).
+
+    When PIG-M at M has exactly PIG's parameters (today's design: M only changes how the video's tokens are
+    split into the generator's inputs), the M model is ``pig`` itself with ``num_pseudo_queries = M`` in its
+    config, sharing every weight: no build time, no memory, and every M runs the same encoder weights. A
+    design whose parameters depend on M (e.g. learned query slots) is detected from the shapes (a
+    meta-device build) and gets a model of its own."""
     from .. import hub
 
     out = {}
     for m in m_values:
         if m == 1 and pig is not None:
             out[m] = pig
-        else:
-            out[m] = hub.create_model(f"pig-{model_size}", pretrained=None,
-                                      overrides=[f"num_pseudo_queries={m}"]).to(device).eval()
+            continue
+        twin = _pig_with_m(pig, model_size, m) if pig is not None else None
+        out[m] = twin if twin is not None else hub.create_model(
+            f"pig-{model_size}", pretrained=None, overrides=[f"num_pseudo_queries={m}"]).to(device).eval()
     return out
+
+
+def _pig_with_m(pig, model_size: str, m: int):
+    """``pig`` with ``num_pseudo_queries = m`` sharing its weights, or None if PIG-M at m has other parameters."""
+    import copy
+    import dataclasses
+
+    from .. import hub
+
+    meta = hub.create_model(f"pig-{model_size}", overrides=[f"num_pseudo_queries={m}"], device="meta")
+    shapes = lambda model: {k: tuple(v.shape) for k, v in model.state_dict().items()}  # noqa: E731
+    if shapes(meta) != shapes(pig):
+        return None
+    twin = copy.copy(pig)  # a new module object over the same submodules, parameters and buffers
+    twin.cfg = dataclasses.replace(pig.cfg, num_pseudo_queries=m).validate()
+    return twin
 
 
 def multi_vector_topk(query, rows, n: int, m: int, k: int):
