@@ -1,0 +1,305 @@
+"""Search by example: an image (``search_image``) or an indexed video / window (``similar``, "more like this").
+
+    data = read_image_file("frame.jpg")                  # or the bytes of an upload
+    result = search_image(searcher, data, k=10)          # videos that look like the image
+    result = similar(searcher, hit.id, start=hit.start)  # videos like this one (itself excluded)
+
+How an image becomes a query vector (:func:`encode_image`): the image is decoded to RGB, preprocessed
+EXACTLY as the index's frames are (``encode.preprocess_for(model)`` through
+``data.video.transforms.preprocess_frames``: same size, resize mode, interpolation, mean/std), repeated
+into a still video of the model's ``T = cfg.video.num_frames`` frames, and encoded by the index's own
+video encoder (``model.encode_video``). The query is then a row of the same kind as the index's rows,
+compared with them by the same inner product:
+
+- Two-Tower mean pooling (CLIP4Clip meanP): every frame is the same, so the vector is exactly the
+  normalised CLIP image embedding of the picture;
+- CLIP-ViP: the video-proxy encoder's video CLS over the still video;
+- PIG: the video encoder, ITS patch selection, pseudo-query generator and fusion all run on the still
+  video: the image gets its own pseudo-query and fused vector, as a video showing only that picture would;
+- X-Pool (``index_kind = "frames+rerank"``): the index's first-stage rows are the normalised mean of
+  each video's frame features; the image's is its normalised CLIP image embedding (mean of T identical
+  frames), and the ranking is that cosine over every video (exact). It is NOT re-ranked with X-Pool's
+  fusion: the fusion was trained to pool frames under a text query, and an image embedding sits on the
+  other side of CLIP's modality gap, where its behaviour is unmeasured. :meth:`Searcher.search_vector`
+  says so in the result's notes.
+
+``similar`` takes the stored row of a video (its window starting at ``start`` once windowed indexes
+exist) as the query, and excludes every row of the source video from the results.
+
+Scores of both are cosines between two video-side vectors: higher than text-to-video scores for the
+same content, so the text-calibrated weak-match cue (:mod:`.calibration`) is not applied to them.
+
+Images come as bytes (an upload) or a path (:func:`read_image_file`: opened with
+``core.io.open_regular``, so a FIFO or device is refused without blocking). An empty, undecodable,
+oversized (> :data:`MAX_IMAGE_BYTES`) or absurd image (more than :data:`MAX_IMAGE_PIXELS` pixels: a
+decompression bomb) raises :class:`QueryError` with a message that names no absolute path. Only common
+photo formats are decoded (:data:`IMAGE_FORMATS`), never PIL's rarer plugins (EPS would run Ghostscript).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.display import printable, printable_path
+from .searcher import MAX_K, QueryError, SearchResult
+
+__all__ = ["IMAGE_FORMATS", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "DecodedImage", "decode_image", "encode_image",
+           "find_video", "read_image_file", "search_image", "similar"]
+
+MAX_IMAGE_BYTES = 50 * 1024 * 1024  # larger files / uploads are refused before decoding
+MAX_IMAGE_PIXELS = 80_000_000  # width x height above this is refused from the header alone (below PIL's own 89 MP warning)
+SHRINK_ABOVE_PIXELS = 16_000_000  # larger images are box-reduced by an integer factor first (bounded float memory)
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "PPM")
+
+
+@dataclass
+class DecodedImage:
+    rgb: np.ndarray  # uint8 [H, W, 3] (after any reduction)
+    width: int  # size in the file
+    height: int
+    format: str  # PIL's format name (JPEG, PNG, ...)
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
+    if not 1 <= int(k) <= MAX_K:
+        raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
+    return int(k)
+
+
+# ----- images -----------------------------------------------------------------------------------------
+def read_image_file(path) -> bytes:
+    """The bytes of the image file ``path`` (at most :data:`MAX_IMAGE_BYTES`). A missing file, a folder,
+    FIFO or device, an unreadable or oversized file raises QueryError naming the file by its base name."""
+    from ..core.io import open_regular
+
+    name = printable_path(os.path.basename(os.fspath(path)) or os.fspath(path))
+    try:
+        fd, st = open_regular(path)
+    except FileNotFoundError:
+        raise QueryError(f"image file {name} does not exist") from None
+    except OSError as exc:
+        raise QueryError(f"cannot open image file {name}: {exc.strerror or type(exc).__name__}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if st.st_size > MAX_IMAGE_BYTES:
+            raise QueryError(f"image file {name} is {st.st_size / 2**20:.0f} MiB; the limit is "
+                             f"{MAX_IMAGE_BYTES // 2**20} MiB")
+        try:
+            data = fh.read(MAX_IMAGE_BYTES + 1)
+        except OSError as exc:
+            raise QueryError(f"cannot read image file {name}: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise QueryError(f"image file {name} is larger than {MAX_IMAGE_BYTES // 2**20} MiB")
+    return data
+
+
+def decode_image(data, min_side: int = 224) -> DecodedImage:
+    """Image bytes -> RGB uint8 ``[H, W, 3]``. Raises QueryError for empty, oversized, undecodable or
+    absurdly large images. Orientation from EXIF is applied (a phone photo is searched as it is shown);
+    an animated image gives its first frame; transparency is dropped (as in a video frame). An image of
+    more than 16 MP is first box-reduced by the smallest integer factor that brings it to 16 MP (short
+    side kept >= ``min_side``), so its float copy stays bounded."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    if not isinstance(data, bytes):
+        raise QueryError(f"the image must be bytes, got {type(data).__name__}")
+    if not data:
+        raise QueryError("the image is empty (0 bytes)")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise QueryError(f"the image is {len(data) / 2**20:.0f} MiB; the limit is {MAX_IMAGE_BYTES // 2**20} MiB")
+    try:
+        im = Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS))
+    except UnidentifiedImageError:
+        raise QueryError("the image cannot be decoded: not a JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF or PPM "
+                         "file") from None
+    except Image.DecompressionBombError:
+        raise QueryError(f"the image is too large to decode (over {MAX_IMAGE_PIXELS // 1_000_000} MP)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise QueryError(f"the image cannot be decoded: {type(exc).__name__}") from None
+    with im:
+        w, h = im.size
+        fmt = im.format or "image"
+        if w < 1 or h < 1:
+            raise QueryError(f"the image has no pixels ({w}x{h})")
+        if w * h > MAX_IMAGE_PIXELS:
+            raise QueryError(f"the image is {w}x{h} ({w * h / 1e6:.0f} MP); the limit is "
+                             f"{MAX_IMAGE_PIXELS // 1_000_000} MP")
+        try:
+            factor = _reduce_factor(w, h, min_side)
+            if factor > 1 and fmt == "JPEG":
+                im.draft("RGB", (w // factor, h // factor))  # JPEG: decode at 1/2, 1/4, 1/8 scale directly
+            frame = ImageOps.exif_transpose(im) or im
+            factor = _reduce_factor(*frame.size, min_side)
+            if factor > 1:
+                frame = frame.reduce(factor)
+            rgb = np.array(frame.convert("RGB"), dtype=np.uint8)
+        except Image.DecompressionBombError:
+            raise QueryError(f"the image is too large to decode (over {MAX_IMAGE_PIXELS // 1_000_000} MP)") from None
+        except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+            # truncated or corrupt data, an unsupported mode or compression
+            raise QueryError(f"the image cannot be decoded: {type(exc).__name__}: "
+                             f"{printable(str(exc))[:200]}") from None
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise QueryError("the image cannot be decoded to RGB pixels")
+    return DecodedImage(np.ascontiguousarray(rgb), int(w), int(h), str(fmt))
+
+
+def _reduce_factor(w: int, h: int, min_side: int) -> int:
+    f = 1
+    while (w // f) * (h // f) > SHRINK_ABOVE_PIXELS and min(w, h) // (f + 1) >= min_side:
+        f += 1
+    return f
+
+
+def _model_lock(searcher):
+    lock = getattr(searcher, "_lock", None)  # the searcher serialises its model calls with it
+    return lock if lock is not None else contextlib.nullcontext()
+
+
+def encode_rgb(searcher, rgb: np.ndarray) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` -> unit float32 ``[D]``: the still video of the model's T frames, preprocessed as
+    the index's frames and encoded by the index's video encoder (see the module doc)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..data.video.transforms import preprocess_frames
+    from ..encode import preprocess_for
+
+    model = searcher.model
+    x = preprocess_frames(rgb[None], preprocess_for(model))  # [1, 3, S, S], the index's frame transform
+    t = int(model.cfg.video.num_frames)
+    frames = x.unsqueeze(0).expand(1, t, *x.shape[1:]).contiguous()
+    device = getattr(searcher, "device", None) or next(model.parameters()).device
+    with _model_lock(searcher), torch.no_grad():
+        out = model.encode_video(frames.to(device)).float()
+        if not model.query_independent:  # X-Pool: [1, T, D] frame features -> the first-stage row
+            out = F.normalize(out.mean(dim=1), dim=-1)
+    v = out.cpu().numpy()
+    if v.ndim != 2 or v.shape[0] != 1:
+        raise QueryError(f"this index's model gives {list(v.shape[1:])} vectors per video; image search "
+                         f"needs one")
+    v = v[0].astype(np.float32)
+    if v.shape[0] != searcher.dim:
+        raise QueryError(f"the model's image vector has {v.shape[0]} numbers, the index's rows {searcher.dim}")
+    norm = float(np.linalg.norm(v))
+    if not np.all(np.isfinite(v)) or norm == 0.0:
+        raise QueryError("the model produced no usable vector for this image (non-finite or zero)")
+    return v / norm
+
+
+def encode_image(searcher, data: bytes) -> np.ndarray:
+    """Image bytes -> unit float32 ``[D]`` in the index's space (QueryError for a bad image)."""
+    return encode_rgb(searcher, decode_image(data, _image_size(searcher)).rgb)
+
+
+def _image_size(searcher) -> int:
+    try:
+        return int(searcher.model.preprocess_config()["image_size"])
+    except Exception:  # a stand-in model in a test
+        return 224
+
+
+# ----- searches -----------------------------------------------------------------------------------------
+def _text_cue_off(result: SearchResult) -> None:
+    """The weak-match threshold is calibrated on text-to-video scores: not meaningful here."""
+    for h in result.hits:
+        if hasattr(h, "weak"):
+            h.weak = False
+    if hasattr(result, "weak_threshold"):
+        result.weak_threshold = None
+
+
+def search_image(searcher, data: bytes, k: int = 10) -> SearchResult:
+    """The ``k`` indexed videos (windows) most similar to the image ``data`` (bytes). Scores are cosines
+    between the image's still-video vector and the index's rows. ``query`` of the result is ``""``; its
+    first note describes the image."""
+    t0 = time.perf_counter()
+    k = _check_k(k)
+    img = decode_image(data, _image_size(searcher))
+    vec = encode_rgb(searcher, img.rgb)
+    result = searcher.search_vector(vec, k)
+    _text_cue_off(result)
+    t = int(searcher.model.cfg.video.num_frames)
+    result.notes.insert(0, f"image query: {img.width}x{img.height} {img.format}, encoded as a still {t}-frame video")
+    result.took_ms = (time.perf_counter() - t0) * 1e3
+    return result
+
+
+def _accepts(fn, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def similar(searcher, id, start: float | None = None, k: int = 10) -> SearchResult:
+    """"More like this": the ``k`` videos most similar to indexed video ``id`` (its window starting at
+    ``start`` seconds where the index stores windows), using its stored row as the query. Every row of
+    the source video is excluded. Unknown ids raise QueryError."""
+    t0 = time.perf_counter()
+    k = _check_k(k)
+    entry = searcher.entry(id)
+    if entry is None:
+        raise QueryError(f"no video with id {printable(repr(id))} in this index")
+    vid = int(entry.id)
+    notes = []
+    if start is not None:
+        try:
+            start = float(start)
+        except (TypeError, ValueError):
+            raise QueryError(f"start must be a number of seconds, got {printable(repr(start))}") from None
+        if not np.isfinite(start) or start < 0:
+            raise QueryError(f"start must be a number of seconds >= 0, got {start}")
+    if _accepts(searcher.vector, "start"):
+        vec = searcher.vector(vid, start=start)
+    else:
+        if start is not None:
+            notes.append("this index stores one vector per video: the start time was ignored")
+        vec = searcher.vector(vid)
+    if vec is None:
+        where = f" starting at {start:g} s" if start is not None else ""
+        raise QueryError(f"video {vid} has no stored window{where}")
+    if _accepts(searcher.search_vector, "exclude_id"):
+        result = searcher.search_vector(vec, k, exclude_id=vid)
+    else:  # one row per video: ask for one more and drop the source
+        n = len(searcher)
+        result = searcher.search_vector(vec, max(1, min(k + 1, n)))
+        result.hits = [h for h in result.hits if h.id != vid][:k]
+        if k > n - 1:
+            result.notes.append(f"k={k} but the index holds {max(0, n - 1)} other video(s)")
+    _text_cue_off(result)
+    src = printable(entry.video_id) + (f" from {start:g} s" if start is not None else "")
+    result.notes[:0] = [f"more like this: {src} (id {vid}; excluded from the results)"] + notes
+    result.took_ms = (time.perf_counter() - t0) * 1e3
+    return result
+
+
+def find_video(searcher, ref) -> int:
+    """The id of an indexed video named by ``ref``: its id (an int, or a string of digits) or its path
+    relative to the indexed folder (``video_id``, as search prints it). Raises QueryError otherwise."""
+    if isinstance(ref, (int, np.integer)) and not isinstance(ref, bool):
+        if searcher.entry(int(ref)) is not None:
+            return int(ref)
+        raise QueryError(f"no video with id {int(ref)} in this index")
+    if not isinstance(ref, str) or not ref.strip():
+        raise QueryError("name a video by its id or its path relative to the indexed folder")
+    s = ref.strip()
+    if s.isdigit() and searcher.entry(int(s)) is not None:
+        return int(s)
+    want = s.replace(os.sep, "/")
+    while want.startswith("./"):
+        want = want[2:]
+    for e in searcher.entries:
+        if e.video_id == s or e.video_id.replace(os.sep, "/") == want:
+            return int(e.id)
+    raise QueryError(f"no video with id or relative path {printable(s)!r} in this index")
