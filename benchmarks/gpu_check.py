@@ -517,8 +517,10 @@ def _summary_line(part: str, result) -> str:
                 f"{result['index_videos_per_s']:.1f} videos/s = {result['index_over_min_bound']:.2f} of the lower bound")
     if part == "efficiency":
         last = result["rows"][-1]
+        ms = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         return (f"devices {result['devices_used']} ({result['device_check']}); N={last['n']:,}: PIG "
-                f"{last.get('pig_ms')} ms, Two-Tower {last.get('two_tower_ms')} ms, X-Pool {last.get('xpool_ms')} ms")
+                f"{ms(last.get('pig_ms'))} ms, Two-Tower {ms(last.get('two_tower_ms'))} ms, X-Pool "
+                f"{ms(last.get('xpool_ms'))} ms{' (extrapolated)' if last.get('xpool_extrapolated') else ''}")
     if part == "train":
         return "; ".join(f"{r['preset']} {r['step_seconds_mean']} s/step, {r['videos_per_second']} videos/s" for r in result)
     if part == "eval":
