@@ -232,3 +232,35 @@ def test_text_weak_cue_is_not_applied_to_image_or_example_queries(index):
             assert getattr(res, "weak_threshold", None) is None
     finally:
         s.weak_threshold = old
+
+
+def test_similar_with_a_start_time(index):
+    s = index.searcher
+    e = s.entries[0]
+    if "start" not in __import__("inspect").signature(s.vector).parameters:
+        pytest.skip("this Searcher stores one row per video and takes no start")
+    res = iq.similar(s, e.id, start=0, k=2)  # a whole-file video "starts" at 0
+    assert e.id not in [h.id for h in res.hits] and "from 0 s" in res.notes[0]
+    with pytest.raises(QueryError, match="no stored window starting at 99 s"):
+        iq.similar(s, e.id, start=99)
+
+
+def test_xpool_index_ranks_an_image_by_mean_pooled_rows(tmp_path):
+    """X-Pool: the image's vector (its normalised CLIP image embedding) is compared with every video's
+    mean-pooled first-stage row; no fusion re-rank, and the result says so."""
+    from tiny_index import save_tiny
+
+    make_videos(tmp_path / "synth", n=3, frames=8)
+    ckpt = save_tiny(tmp_path / "xpool.safetensors", "xpool-tiny")
+    build_index([tmp_path / "synth" / "videos"], tmp_path / "idx", ckpt, IndexOptions(**OPTS))
+    s = Searcher.open(tmp_path / "idx")
+    assert s.manifest["index_kind"] == "frames+rerank"
+    data = _png(STILL)
+    v = iq.encode_image(s, data)
+    res = iq.search_image(s, data, k=3)
+    assert any("not re-ranked" in n for n in res.notes)
+    expected = sorted(((float(v @ s.vector(e.id)), e.id) for e in s.entries), reverse=True)
+    assert [h.id for h in res.hits] == [i for _, i in expected]
+    np.testing.assert_allclose([h.score for h in res.hits], [sc for sc, _ in expected], atol=1e-5)
+    more = iq.similar(s, s.entries[0].id, k=2)
+    assert len(more.hits) == 2 and s.entries[0].id not in [h.id for h in more.hits]
