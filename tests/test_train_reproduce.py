@@ -137,3 +137,21 @@ def test_cell_lock_waits_for_the_holder_and_takes_over_stale_locks(tmp_path):
     path.write_text(str(dead.pid))
     with CellLock(path, log=lambda m: None, poll_s=10):
         assert path.read_text() == str(os.getpid())
+
+
+def test_gpu_scale_is_a_bigger_budget_and_listed_in_help(capsys):
+    from hybridtower.core.errors import ConfigError
+    from hybridtower.experiments.comparison import SCALES
+
+    cpu = resolve_budget(ComparisonOptions(out_dir="x", kind="scenes-bold"))
+    gpu = resolve_budget(ComparisonOptions(out_dir="x", kind="scenes-bold", scale="gpu"))
+    assert gpu["arch"] != cpu["arch"] and gpu["steps"] > cpu["steps"] and gpu["pretrain_steps"] > cpu["pretrain_steps"]
+    assert gpu["seeds"] == [0, 1, 2, 3, 4] and gpu["synth"] == cpu["synth"]
+    assert SCALES["gpu"]["precision"] == "bf16" and SCALES["cpu"]["precision"] == "fp32"
+    # explicit budget options still win over the scale
+    assert resolve_budget(ComparisonOptions(out_dir="x", kind="scenes-bold", scale="gpu", budget={"steps": 7}))["steps"] == 7
+    with pytest.raises(ConfigError):
+        resolve_budget(ComparisonOptions(out_dir="x", scale="tpu"))
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--help"])
+    assert "--scale" in capsys.readouterr().out

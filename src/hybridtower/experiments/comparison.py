@@ -79,9 +79,11 @@ VARIANTS = {
 }
 BUDGETS = {
     # scenes-bold: 2-3 bold scenes per clip (each readable from one frame; .data.synthetic.bold), a caption per
-    # scene; 4 rendered frames per scene, 8 sampled. Chosen by the pilots of docs/comparison.md
+    # scene; 4 rendered frames per scene, 8 sampled. Chosen by the pilots of docs/comparison.md; lr 1e-4 was
+    # added to the grid after every framework chose the lowest of {3e-4, 1e-3}
     "scenes-bold": {"videos": 1000, "images": 3000, "pretrain_steps": 300, "pretrain_batch": 128, "steps": 100,
-                    "batch_size": 32, "frames": 8, "seeds": [0, 1, 2, 3, 4], "lrs": [3e-4, 1e-3], "mults": [1.0, 10.0],
+                    "batch_size": 32, "frames": 8, "seeds": [0, 1, 2, 3, 4], "lrs": [1e-4, 3e-4, 1e-3],
+                    "mults": [1.0, 10.0],
                     "arch": "hybridtower-tiny", "val_split": "val", "test_split": "test-3k",
                     "synth": {"kind": "scenes", "scene_style": "bold", "scenes_min": 2, "scenes_max": 3,
                               "frames_per_scene": 4}},
@@ -93,6 +95,21 @@ BUDGETS = {
     "shapes": {"videos": 1000, "images": 3000, "pretrain_steps": 600, "pretrain_batch": 128, "steps": 200,
                "batch_size": 32, "frames": 8, "seeds": [0, 1, 2, 3, 4], "lrs": [1e-4, 3e-4], "mults": [1.0, 10.0],
                "arch": "hybridtower-tiny", "val_split": "val", "test_split": "test-3k"},
+}
+# --scale gpu (issue 9, section 6): the same comparison with a bigger CLIP and more steps, sized for ONE
+# prepared run of about 6 minutes on one H100/H200 (an estimate from FLOPs and the CPU timings, not measured
+# here: docs/comparison.md, "GPU-sized version"). Overrides of the kind's budget, plus how runs execute.
+SCALES = {
+    "cpu": {"budget": {}, "precision": "fp32", "num_workers": None, "frameworks": None},
+    "gpu": {
+        # open_clip's ViT-S-32-alt: 224 px, patch 32 (49 patches/frame), 12 layers x 384 (vision), 10 x 256
+        # (text), 52M parameters with PIG's modules, vs hybridtower-tiny's 16 patches, 3 layers x 128
+        "budget": {"arch": "ViT-S-32-alt", "images": 6000, "pretrain_steps": 800, "pretrain_batch": 256,
+                   "steps": 300, "lrs": [3e-4], "mults": [1.0]},
+        "precision": "bf16",  # autocast on CUDA (the CPU always runs fp32); logits and losses stay fp32
+        "num_workers": 6,
+        "frameworks": ["meanp", "clipvip", "xpool", "pig"],  # 20 runs; add pigm4 with --frameworks if time allows
+    },
 }
 QUICK = {"videos": 30, "images": 80, "pretrain_steps": 4, "pretrain_batch": 16, "steps": 3, "batch_size": 8,
          "frames": 4, "seeds": [0, 1], "lrs": [3e-4], "mults": [1.0, 10.0], "arch": "hybridtower-tiny",
@@ -108,6 +125,7 @@ class ComparisonOptions:
     variants: list[str] = field(default_factory=list)
     budget: dict = field(default_factory=dict)  # overrides of the kind's budget (seeds, steps, ...)
     tune: bool = True  # False: every framework at the first grid point (no validation runs)
+    scale: str = "cpu"  # "gpu": SCALES["gpu"] (a bigger CLIP, more steps; runs on CUDA when present)
     num_workers: int | None = None
     threads: int | None = None  # torch CPU threads (None = torch's default); results are deterministic per count
     progress: bool = True
@@ -138,7 +156,11 @@ def resolve_budget(opts: ComparisonOptions) -> dict:
 
     if opts.kind not in BUDGETS:
         raise ConfigError(f"unknown synthetic kind {opts.kind!r}; choose one of {sorted(BUDGETS)}")
+    if opts.scale not in SCALES:
+        raise ConfigError(f"unknown scale {opts.scale!r}; choose one of {sorted(SCALES)}")
     budget = dict(QUICK if opts.quick else BUDGETS[opts.kind])
+    if not opts.quick:
+        budget.update(SCALES[opts.scale]["budget"])
     if opts.quick and "synth" in BUDGETS[opts.kind]:
         budget["synth"] = dict(BUDGETS[opts.kind]["synth"])  # the kind's data design, at the quick size
     unknown = set(opts.budget) - set(budget)
@@ -161,8 +183,9 @@ class Comparison:
         self.synth = self.out / "synth"
         self.clip_dir = self.out / "clip"
         self.runs = self.out / "runs"
+        self.scale = SCALES[opts.scale]
         have = available_frameworks()
-        wanted = opts.frameworks or have
+        wanted = opts.frameworks or self.scale["frameworks"] or have
         missing = [f for f in wanted if f not in have]
         if missing:
             raise ConfigError(f"framework(s) {missing} have no model preset here ({[PRESETS[m] for m in missing]}); "
@@ -173,8 +196,10 @@ class Comparison:
             raise ConfigError(f"unknown variant(s) {bad}; known: {sorted(VARIANTS)}")
         self.recipe = dict(RECIPE, stage2_steps=self.budget["steps"], batch_size=self.budget["batch_size"],
                            num_frames=self.budget["frames"])
-        if opts.num_workers is not None:
-            self.recipe["num_workers"] = opts.num_workers
+        self.recipe["precision"] = self.scale["precision"]
+        workers = opts.num_workers if opts.num_workers is not None else self.scale["num_workers"]
+        if workers is not None:
+            self.recipe["num_workers"] = workers
         self.all_ranks: dict[str, list] = {}  # run name -> per-seed per-caption test t2v ranks
 
     # ----- 1. data, 2. CLIP -----
@@ -206,10 +231,11 @@ class Comparison:
             info = json.loads(summary.read_text())
             if info.get("steps") == self.budget["pretrain_steps"] and info.get("arch") == self.budget["arch"]:
                 return info
-        self.log(f"pretraining the tiny CLIP ({self.budget['arch']}, {self.budget['pretrain_steps']} steps)")
+        self.log(f"pretraining the CLIP ({self.budget['arch']}, {self.budget['pretrain_steps']} steps)")
         pretrain_clip(PretrainConfig(data=f"images:{self.synth}/images.jsonl", arch=self.budget["arch"],
                                      steps=self.budget["pretrain_steps"], batch_size=self.budget["pretrain_batch"],
-                                     num_workers=0, seed=0), self.clip_dir, progress=self.opts.progress)
+                                     num_workers=0, seed=0, precision=self.scale["precision"]),
+                      self.clip_dir, progress=self.opts.progress)
         return json.loads(summary.read_text())
 
     # ----- one cell: train with a config and seed, evaluate on a split -----
@@ -272,7 +298,9 @@ class Comparison:
         from ..data import load_split
         from ..eval import evaluate
 
-        model = hub.load_model(run_dir)
+        import torch
+
+        model = hub.load_model(run_dir, device="cuda" if torch.cuda.is_available() else "cpu")
         t0 = time.time()
         metrics = evaluate(model, load_split(f"msrvtt:{self.synth}", split), batch_size=32, num_workers=0,
                            progress=self.opts.progress, return_ranks=True)
@@ -356,7 +384,8 @@ class Comparison:
         pairs = list(rep.PAIRS) + [(v, "pig") for v in self.opts.variants]
         first = results[0]
         report = {
-            "command": self.opts.command, "kind": self.opts.kind, "budget": self.budget, "recipe": self.recipe,
+            "command": self.opts.command, "kind": self.opts.kind, "scale": self.opts.scale, "budget": self.budget,
+            "recipe": self.recipe,
             "clip": clip_info, "select_metric": tuning.SELECT_METRIC, "tuning": chosen if self.opts.tune else {},
             "fixed_point": None if self.opts.tune else tuning.grid_points(self.budget["lrs"], self.budget["mults"])[0],
             "header": {"num_videos": first["num_videos"], "num_captions": first["num_captions"],
@@ -441,14 +470,18 @@ def online_cost_ms(model, num_videos: int = 1000, repeats: int = 20) -> float:
     else:
         shape = (num_videos, per_video, d) if per_video > 1 else (num_videos, d)
     g = torch.Generator().manual_seed(0)
-    stored = torch.nn.functional.normalize(torch.randn(*shape, generator=g), dim=-1)
-    query = torch.nn.functional.normalize(torch.randn(1, d, generator=g), dim=-1)
+    dev = model.logit_scale.device  # the model's device (X-Pool's fusion weights live there)
+    stored = torch.nn.functional.normalize(torch.randn(*shape, generator=g), dim=-1).to(dev)
+    query = torch.nn.functional.normalize(torch.randn(1, d, generator=g), dim=-1).to(dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     model.eval()
     with torch.no_grad():
         model.score(query, stored)
+        sync()
         t0 = time.perf_counter()
         for _ in range(repeats):
             model.score(query, stored)
+        sync()
     return (time.perf_counter() - t0) / repeats * 1000
 
 

@@ -14,7 +14,8 @@ METRICS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 PAIR_METRICS = ("R@1", "R@5", "MdR")
 LOWER_IS_BETTER = {"MdR", "MnR"}
 # (A, B): the paired differences the write-up reports, when both are in the run
-PAIRS = (("pig", "clipvip"), ("pig", "xpool"), ("xpool", "meanp"), ("pigm4", "pig"), ("pigm4", "xpool"))
+PAIRS = (("pig", "clipvip"), ("pig", "xpool"), ("xpool", "meanp"), ("pigm4", "pig"), ("pigm4", "xpool"),
+         ("pig", "meanp"), ("clipvip", "meanp"))  # the last two: the ViP encoder vs frame pooling (investigation)
 
 
 def aggregate(results: list[dict], labels: dict[str, str]) -> list[dict]:

@@ -15,13 +15,17 @@ import argparse
 HELP = "reproduce the framework comparison on the synthetic benchmark (CPU, one command)"
 EPILOG = """\
 examples:
-  hybridtower reproduce synthetic --kind scenes --out-dir runs/scenes        # the README table
+  hybridtower reproduce synthetic --kind scenes-bold --out-dir runs/scenes-bold --threads 1   # the README table
+  hybridtower reproduce synthetic --kind scenes-bold --out-dir runs/gpu --scale gpu  # bigger CLIP, one GPU, ~6 min
+  hybridtower reproduce synthetic --kind scenes --out-dir runs/scenes        # the first (fine) scenes design
   hybridtower reproduce synthetic --kind shapes --out-dir runs/shapes        # the one-scene benchmark
   hybridtower reproduce synthetic --out-dir runs/quick --quick               # a smoke run (about a minute)
   hybridtower reproduce synthetic --kind scenes --out-dir runs/scenes --variants pig-its-k0,pig-no-recon
   hybridtower reproduce synthetic --kind scenes --out-dir runs/scenes --seeds 0 1 --frameworks pig xpool
 
-Budgets per kind: BUDGETS in hybridtower/experiments/comparison.py (the recipe: RECIPE there).
+Budgets per kind: BUDGETS in hybridtower/experiments/comparison.py (the recipe: RECIPE there; --scale gpu:
+SCALES there). Two invocations may share an OUT_DIR (e.g. the main run and a --variants run, one per core):
+a cell being trained by one is waited for, then reused, by the other.
 Variants (PIG ablations at PIG's chosen grid point; each a row of its own): --list-variants.
 Writes OUT_DIR/comparison.{md,json} (all frameworks), ablations.{md,json} (with --variants) or
 comparison-partial.{md,json} (a --frameworks subset). Finished cells are reused across invocations
@@ -30,14 +34,19 @@ comparison-partial.{md,json} (a --frameworks subset). Finished cells are reused 
 
 
 def register(sub) -> None:
-    from ...experiments.comparison import BUDGETS, FRAMEWORKS
+    from ...experiments.comparison import BUDGETS, FRAMEWORKS, SCALES
 
     p = sub.add_parser("reproduce", help=HELP, description=__doc__, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("benchmark", choices=["synthetic"], help="what to reproduce (synthetic: the framework comparison)")
     p.add_argument("--out-dir", required=True, help="folder for the data, checkpoints and the report")
     p.add_argument("--kind", choices=sorted(BUDGETS), default="shapes",
-                   help="synthetic kind: shapes (one scene per clip) or scenes (a caption describes one of 2-4 scenes)")
+                   help="synthetic kind: shapes (one scene per clip), scenes (a caption describes one of 2-4 scenes; "
+                   "small subjects, brief events) or scenes-bold (one of 2-3 scenes, each readable from one frame)")
+    p.add_argument("--scale", choices=sorted(SCALES), default="cpu",
+                   help="cpu (default): the tiny CLIP, sized for a 2-core CPU; gpu: a bigger CLIP (open_clip "
+                   "ViT-S-32-alt), 800 pretraining and 300 fine-tuning steps, bf16, 5 seeds x 4 frameworks, sized "
+                   "for one run of about 6 minutes on one H100/H200 (an estimate; docs/comparison.md)")
     p.add_argument("--quick", action="store_true", help="a tiny budget (30 clips, 2 seeds, a few steps) to smoke-test")
     p.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2 3 4)")
     p.add_argument("--frameworks", nargs="+", choices=list(FRAMEWORKS),
@@ -61,6 +70,8 @@ def register(sub) -> None:
 def command_line(args, variants: list[str]) -> str:
     """The command that reproduces this invocation (for the report)."""
     parts = ["hybridtower reproduce synthetic", f"--kind {args.kind}", f"--out-dir {args.out_dir}"]
+    if getattr(args, "scale", "cpu") != "cpu":
+        parts.append(f"--scale {args.scale}")
     if args.quick:
         parts.append("--quick")
     for flag, value in (("--frameworks", args.frameworks), ("--seeds", args.seeds), ("--lrs", args.lrs),
@@ -99,6 +110,7 @@ def run(args) -> int:
               "frames": args.frames, "lrs": args.lrs, "mults": args.mults}
     opts = ComparisonOptions(out_dir=args.out_dir, kind=args.kind, quick=args.quick, frameworks=args.frameworks,
                              variants=variants, budget=budget, tune=not args.no_tune, num_workers=args.num_workers,
+                             scale=args.scale,
                              threads=args.threads,
                              progress=not args.no_progress, command=command_line(args, variants))
     report = run_comparison(opts, log=log)
