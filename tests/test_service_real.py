@@ -110,6 +110,36 @@ def test_http_search_matches_searcher(real, tmp_path, leaks):
         assert client.get("/search", params={"q": "\x00\x1f"}).status_code == 400
 
 
+def test_image_search_and_more_like_this_over_the_real_searcher(real, tmp_path, leaks):
+    """POST /search/image and /similar/ID through the real image_query (when this installation has it)."""
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from hybridtower.service import create_app
+
+    pytest.importorskip("hybridtower.index.image_query")
+    root, searcher = real
+    app = create_app(searcher, thumbnail_dir=tmp_path / "thumbs", preview_dir=tmp_path / "previews")
+    frame = np.full((48, 64, 3), 40, np.uint8)
+    frame[8:24, 10:26] = CLIPS["red_square"][0]
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="PNG")
+    with TestClient(leaks.wrap(app), base_url="http://127.0.0.1") as client:
+        r = client.post("/search/image?k=3", content=buf.getvalue(), headers={"Content-Type": "image/png"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert len(body["hits"]) == 3 and body["weak_threshold"] is None  # text calibration does not apply
+        assert {"id", "video_id", "score", "start", "end", "moments", "weak", "playback_url"} <= set(body["hits"][0])
+        bad = client.post("/search/image", content=b"not an image at all", headers={"Content-Type": "image/png"})
+        assert bad.status_code == 400 and bad.json()["error"] == "invalid_image"
+        first = searcher.search("a red square", k=1).hits[0].id
+        like = client.get(f"/similar/{first}?k=10").json()
+        assert like["hits"] and first not in [h["id"] for h in like["hits"]]
+        assert len(like["hits"]) == len(CLIPS) - 1
+
+
 def _get(port: int, raw_path: str) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
     try:

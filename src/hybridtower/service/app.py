@@ -420,9 +420,9 @@ def create_app(
         notes = notes + searcher_notes
         ranked = list(getattr(result, "hits", []) or [])
         hits = [_hit_json(rank, h) for rank, h in enumerate(ranked[offset:offset + k], start=offset + 1)]
-        threshold = getattr(result, "weak_threshold", None)
-        if threshold is None:
-            threshold = getattr(s, "weak_threshold", None)
+        # the result's own threshold (None for image/example queries: it is calibrated on text queries)
+        threshold = (result.weak_threshold if hasattr(result, "weak_threshold")
+                     else getattr(s, "weak_threshold", None))
         top_weak = bool(ranked) and bool(getattr(ranked[0], "weak", False))
         return JSONResponse({
             "query": query,
@@ -501,7 +501,7 @@ def create_app(
             result = await run_in_threadpool(iq.search_image, s, data, offset + k)
         except query_errors as exc:  # type: ignore[misc]
             return error(400, "invalid_image", str(exc))
-        return result_json(s, result, query=getattr(result, "query", "") or "image", k=k, offset=offset,
+        return result_json(s, result, query=getattr(result, "query", "") or "an example image", k=k, offset=offset,
                            notes=notes, t0=t0)
 
     @get_and_head("/similar/{vid}")
