@@ -117,14 +117,15 @@ def decode_image(data, min_side: int = 224) -> DecodedImage:
         raise QueryError("the image is empty (0 bytes)")
     if len(data) > MAX_IMAGE_BYTES:
         raise QueryError(f"the image is {len(data) / 2**20:.0f} MiB; the limit is {MAX_IMAGE_BYTES // 2**20} MiB")
+    Image.init()
     try:
-        im = Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS))
+        im = Image.open(io.BytesIO(data), formats=[f for f in IMAGE_FORMATS if f in Image.OPEN])
     except UnidentifiedImageError:
         raise QueryError("the image cannot be decoded: not a JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF or PPM "
                          "file") from None
     except Image.DecompressionBombError:
         raise QueryError(f"the image is too large to decode (over {MAX_IMAGE_PIXELS // 1_000_000} MP)") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except Exception as exc:  # any failure of a decoder on untrusted bytes: the image is unusable
         raise QueryError(f"the image cannot be decoded: {type(exc).__name__}") from None
     with im:
         w, h = im.size
@@ -145,8 +146,7 @@ def decode_image(data, min_side: int = 224) -> DecodedImage:
             rgb = np.array(frame.convert("RGB"), dtype=np.uint8)
         except Image.DecompressionBombError:
             raise QueryError(f"the image is too large to decode (over {MAX_IMAGE_PIXELS // 1_000_000} MP)") from None
-        except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
-            # truncated or corrupt data, an unsupported mode or compression
+        except Exception as exc:  # truncated or corrupt data, bad EXIF, an unsupported mode or compression
             raise QueryError(f"the image cannot be decoded: {type(exc).__name__}: "
                              f"{printable(str(exc))[:200]}") from None
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
