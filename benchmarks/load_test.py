@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -89,9 +90,31 @@ def build_index(root: Path, model: str, videos: int, seed: int = 0) -> Path:
     return root / f"index-{model}"
 
 
-def start_server(index: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
+# ``--prepare-server``: ``hybridtower serve`` run through a launcher that calls
+# service.warmup.prepare_to_serve (warm-up encodes, frozen heap) right before serving, for servers that do not
+# do it themselves yet. The same launcher runs for both modes.
+PREPARE_LAUNCHER = """
+import sys
+from hybridtower.service import server, warmup
+_serve = server.serve_forever
+def serve_forever(app, sock, **kw):
+    batcher = app.state.batcher
+    info = warmup.prepare_to_serve(app.state.live.current(), batcher.max_batch if batcher is not None else 1)
+    print("prepared:", info, file=sys.stderr, flush=True)
+    return _serve(app, sock, **kw)
+server.serve_forever = serve_forever
+from hybridtower.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def start_server(index: Path, extra: list[str], *, prepare: bool = False,
+                 threads: int | None = None) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "hybridtower.cli.main", "serve", str(index), "--host", "127.0.0.1", "--port", "0",
+    if threads:  # torch's intra-op threads (read from OMP_NUM_THREADS when torch starts)
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    entry = ["-c", PREPARE_LAUNCHER] if prepare else ["-m", "hybridtower.cli.main"]
+    cmd = [sys.executable, *entry, "serve", str(index), "--host", "127.0.0.1", "--port", "0",
            "--no-access-log", "--log-level", "warning", *extra]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = proc.stdout.readline()
@@ -177,7 +200,7 @@ class Connection:
 
 
 async def run_load(base: str, clients: int, requests: int, duration: float, k: int, mix: bool, seed: int,
-                   timeout: float) -> dict:
+                   timeout: float, trace: bool = False) -> dict:
     from urllib.parse import urlencode, urlsplit
 
     import httpx
@@ -204,9 +227,16 @@ async def run_load(base: str, clients: int, requests: int, duration: float, k: i
         await conn.get("/search?" + urlencode({"q": make_query(rng), "k": k}))
 
     await asyncio.gather(*(warm(c) for c in conns))
+    # The generator's own full garbage collections would stall all its clients at once and count as server
+    # latency: collect now and freeze what is alive (the plan, httpx), so later collections walk only the
+    # objects of the timed run.
+    gc.collect()
+    gc.freeze()
     deadline = time.perf_counter() + duration
 
-    async def worker(conn):
+    records: list = []  # --trace: (client, start s since the run began, latency ms, kind)
+
+    async def worker(client, conn):
         nonlocal next_i
         while next_i < len(plan) and time.perf_counter() < deadline:
             kind, target, headers = plan[next_i]
@@ -215,6 +245,8 @@ async def run_load(base: str, clients: int, requests: int, duration: float, k: i
             try:
                 status, _ = await conn.get(target, headers)
                 dt = time.perf_counter() - t0
+                if trace:
+                    records.append((client, round(t0 - t_start, 4), round(dt * 1e3, 2), kind))
                 status_counts[str(status)] = status_counts.get(str(status), 0) + 1
                 if status >= 300:
                     errors.append(f"{kind} {target[:60]}: HTTP {status}")
@@ -224,9 +256,10 @@ async def run_load(base: str, clients: int, requests: int, duration: float, k: i
                 status_counts["transport-error"] = status_counts.get("transport-error", 0) + 1
                 await conn.close()
 
-    t_start = time.perf_counter()
-    await asyncio.gather(*(worker(c) for c in conns))
+    t_start, t_start_unix = time.perf_counter(), time.time()
+    await asyncio.gather(*(worker(i, c) for i, c in enumerate(conns)))
     wall = time.perf_counter() - t_start
+    gc.unfreeze()
     for c in conns:
         await c.close()
     health_after = httpx.get(base + "/healthz", timeout=timeout).json()
@@ -247,6 +280,8 @@ async def run_load(base: str, clients: int, requests: int, duration: float, k: i
         "batching": health_after.get("batching"),
         "latency_ms": {},
     }
+    if trace:
+        report["trace"] = {"t_start_unix": round(t_start_unix, 4), "records": records}
     for kind, vals in sorted(latencies.items()):
         s = sorted(vals)
         report["latency_ms"][kind] = {
@@ -263,13 +298,13 @@ async def run_load(base: str, clients: int, requests: int, duration: float, k: i
 def one_server(index: Path, mode: str, args) -> dict:
     """Single-client then ``--clients`` runs against one server started in ``mode`` (on / off)."""
     extra = ["--query-cache", str(args.query_cache)] + (["--no-batching"] if mode == "off" else []) + args.serve_arg
-    proc, base = start_server(index, extra)
+    proc, base = start_server(index, extra, prepare=args.prepare_server, threads=args.server_threads)
     try:
         single = asyncio.run(run_load(base, 1, args.single_requests, args.duration, args.k, False, args.seed + 1,
                                       args.timeout))
         cpu0, own0 = process_cpu_s(proc.pid), os.times()
         loaded = asyncio.run(run_load(base, args.clients, args.requests, args.duration, args.k, args.mix, args.seed,
-                                      args.timeout))
+                                      args.timeout, trace=args.trace))
         cpu1, own1 = process_cpu_s(proc.pid), os.times()
         n = max(1, loaded["requests_done"])
         if cpu0 is not None and cpu1 is not None:
@@ -356,6 +391,13 @@ def main(argv=None) -> int:
     p.add_argument("-k", type=int, default=10, help="k of every search (default 10)")
     p.add_argument("--mix", action="store_true", help="1 in 5 requests a thumbnail, 1 in 5 a 64 KiB video range")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prepare-server", action="store_true",
+                   help="start the server through a launcher that warms the encoder and freezes the heap before "
+                        "serving (service.warmup.prepare_to_serve), in both modes")
+    p.add_argument("--server-threads", type=int, default=None, metavar="N",
+                   help="torch intra-op threads of the server (OMP_NUM_THREADS; default: torch's own choice)")
+    p.add_argument("--trace", action="store_true",
+                   help="keep every request of the concurrent runs in the JSON (client, start, latency)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for `hybridtower serve` (repeatable)")

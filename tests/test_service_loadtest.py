@@ -84,3 +84,43 @@ def test_summary_and_goals(load_test):
     assert not s["goals_met"] and "server_cpu_ratio" not in s
     queries = {load_test.make_query(__import__("random").Random(i)) for i in range(200)}
     assert len(queries) > 150  # varied: few repeats
+
+
+def test_trace_keeps_every_request_and_the_generator_heap_is_unfrozen_after(load_test, tmp_path):
+    import gc
+
+    from hybridtower.service import create_app
+    from hybridtower.service.server import BackgroundServer
+
+    entries = {i: (f"{name}.mp4", write_clip(tmp_path / f"{name}.mp4", rgb)) for i, (name, rgb) in enumerate(COLORS.items())}
+    app = create_app(FakeSearcher(entries), thumbnail_dir=tmp_path / "thumbs")
+    with BackgroundServer(app) as srv:
+        report = asyncio.run(load_test.run_load(srv.url, clients=3, requests=12, duration=60, k=2, mix=False, seed=0,
+                                                timeout=30, trace=True))
+    records = report["trace"]["records"]
+    assert len(records) == report["requests_done"] == 12
+    assert {r[0] for r in records} <= {0, 1, 2} and all(r[1] >= 0 and r[2] > 0 and r[3] == "search" for r in records)
+    assert abs(max(r[2] for r in records) - report["latency_ms"]["search"]["max"]) < 0.1
+    assert gc.get_freeze_count() == 0  # frozen only during the timed run
+
+
+def test_prepare_launcher_prepares_the_live_searcher_before_serving(load_test, monkeypatch):
+    from types import SimpleNamespace
+
+    from hybridtower.cli import main as cli_main
+    from hybridtower.service import server, warmup
+
+    calls = []
+    fake_serve = lambda app, sock, **kw: calls.append("serve")  # noqa: E731
+    monkeypatch.setattr(server, "serve_forever", fake_serve)
+    monkeypatch.setattr(warmup, "prepare_to_serve", lambda s, n: calls.append(("prepare", s, n)) or {})
+    state = SimpleNamespace(batcher=SimpleNamespace(max_batch=8), live=SimpleNamespace(current=lambda: "searcher"))
+    monkeypatch.setattr(cli_main, "main", lambda argv: server.serve_forever(SimpleNamespace(state=state), None) or 0)
+    with pytest.raises(SystemExit) as exc:
+        exec(load_test.PREPARE_LAUNCHER, {"__name__": "__main__"})
+    assert exc.value.code == 0 and calls == [("prepare", "searcher", 8), "serve"]
+    state.batcher = None  # unbatched server: warm batch 1 only
+    server.serve_forever = fake_serve  # undo the first launcher's patch (monkeypatch restores the real one)
+    with pytest.raises(SystemExit):
+        exec(load_test.PREPARE_LAUNCHER, {"__name__": "__main__"})
+    assert calls[2:] == [("prepare", "searcher", 1), "serve"]

@@ -1,0 +1,78 @@
+"""service.warmup: warm-up encodes at the sizes asked, a frozen heap, errors stop the start-up."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+from hybridtower.service import warmup
+
+
+class FakeSearcher:
+    def __init__(self, fail: bool = False):
+        self.calls: list[list[str]] = []
+        self.fail = fail
+
+    def encode_queries(self, texts):
+        if self.fail:
+            raise RuntimeError("model broken")
+        self.calls.append(list(texts))
+        return np.zeros((len(texts), 4), np.float32)
+
+
+@pytest.fixture
+def unfreeze():
+    yield
+    gc.unfreeze()
+
+
+def test_prepare_warms_batch_one_and_the_largest_and_freezes(unfreeze):
+    s = FakeSearcher()
+    keep = [object() for _ in range(100)]  # alive across the call: frozen
+    info = warmup.prepare_to_serve(s, max_batch=16)
+    assert [len(c) for c in s.calls] == [1, 16] and info["warm_batch_sizes"] == [1, 16]
+    assert len(set(s.calls[1])) == 16  # distinct texts
+    assert info["frozen_objects"] == gc.get_freeze_count() > len(keep)
+    assert not gc.get_objects(2) or len(gc.get_objects(2)) < info["frozen_objects"]  # full collections walk less
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+
+
+def test_prepare_without_freeze_and_without_encode_queries(unfreeze):
+    s = FakeSearcher()
+    info = warmup.prepare_to_serve(s, None, freeze=False)
+    assert [len(c) for c in s.calls] == [1] and info["frozen_objects"] == 0 and gc.get_freeze_count() == 0
+
+    class Plain:
+        searched = []
+
+        def search(self, q, k=10):
+            self.searched.append((q, k))
+
+    p = Plain()
+    assert warmup.warm_up_encoder(p, (1, 8)) == [1] and p.searched == [(warmup.WARM_TEXT, 1)]
+
+
+def test_a_model_that_cannot_encode_stops_the_start_up():
+    with pytest.raises(RuntimeError, match="model broken"):
+        warmup.prepare_to_serve(FakeSearcher(fail=True), 8, freeze=False)
+
+
+def test_real_searcher_warm_up_returns_its_vectors_shape(tmp_path, unfreeze):
+    """With a real tiny searcher: warm-up runs the real encoder at 1 and 4 (no error, the searcher still works)."""
+    from tiny_index import make_videos, save_tiny
+
+    from hybridtower.index import IndexOptions, build_index
+    from hybridtower.index.searcher import Searcher
+
+    videos = make_videos(tmp_path / "clips", n=3)
+    ckpt = save_tiny(tmp_path / "m.safetensors")
+    build_index([videos[0].parent], tmp_path / "idx", str(ckpt), IndexOptions(progress=False, num_workers=0))
+    s = Searcher.open(tmp_path / "idx")
+    before = s.search("a red ball", k=3)
+    info = warmup.prepare_to_serve(s, max_batch=4)
+    assert info["warm_batch_sizes"] == [1, 4] and info["frozen_objects"] > 10_000
+    after = s.search("a red ball", k=3)
+    assert [h.id for h in after.hits] == [h.id for h in before.hits]
