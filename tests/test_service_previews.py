@@ -301,3 +301,18 @@ def test_docs_openapi_and_examples(files, tmp_path, leaks):
     app = create_app(Fake(files), thumbnail_dir=tmp_path / "t2", preview_dir=tmp_path / "p2")
     with client_for(app, leaks) as c:
         assert c.get("/examples").json() == {"examples": []}  # no captions: no made-up suggestions
+
+
+def test_head_on_new_routes_and_preview_cache_outside_the_index(files, tmp_path, leaks, capsys):
+    from hybridtower.cli.main import main
+
+    app = create_app(Fake(files), thumbnail_dir=tmp_path / "t", preview_dir=tmp_path / "p")
+    with client_for(app, leaks) as c:
+        for path in ("/examples", "/docs", "/openapi.json", "/videos/0/playback", "/videos/1/preview",
+                     "/similar/0", "/static/docs.js"):
+            get, head = c.get(path), c.head(path)
+            assert get.status_code == head.status_code == 200 and head.content == b"", path
+    index = tmp_path / "index"
+    index.mkdir()
+    assert main(["serve", str(index), "--port", "0", "--preview-cache", str(index / "previews")]) == 2
+    assert "--preview-cache must be outside INDEX_DIR" in capsys.readouterr().err
