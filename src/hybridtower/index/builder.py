@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -52,12 +53,25 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def refuse_multi_vector(model) -> None:
-    """PIG-M models store M vectors per video; the index holds one row per video: refuse them (exit 2)."""
-    m = int(getattr(model, "vectors_per_video", 1) or 1)
-    if m > 1:
-        raise ConfigError(f"this checkpoint is a PIG-M model ({m} vectors per video); the index stores one vector "
-                          f"per video and cannot hold PIG-M models yet: index with a single-vector model instead")
+def resolve_windows(options: IndexOptions, existing: dict | None) -> None:
+    """Set ``options.window`` / ``options.stride`` (seconds): what was asked, else the index's recorded
+    setting (an index built before windows existed: 0, one row per file), else the defaults. Asking an
+    existing index for other windows than it was built with is refused (its rows would mix two layouts)."""
+    from ..data.video.windows import DEFAULT_STRIDE, DEFAULT_WINDOW, check_window
+
+    recorded = None
+    if existing is not None:
+        w = existing.get("windows") or {"window": 0.0, "stride": 0.0}
+        recorded = (float(w.get("window", 0.0)), float(w.get("stride", 0.0)))
+    if options.window is None and options.stride is None:
+        window, stride = recorded if recorded is not None else (DEFAULT_WINDOW, DEFAULT_STRIDE)
+    else:
+        window = options.window if options.window is not None else (recorded[0] if recorded else DEFAULT_WINDOW)
+        window, stride = check_window(window, options.stride)  # stride None: half the window
+        if recorded is not None and (window, stride) != recorded:
+            raise ConfigError(f"this index was built with --window {recorded[0]:g} --stride {recorded[1]:g}; update it "
+                              f"with the same (or no) --window/--stride, or rebuild with --overwrite")
+    options.window, options.stride = check_window(window, stride)
 
 
 def _dist_env() -> tuple[int, int]:
@@ -68,13 +82,16 @@ def _dist_env() -> tuple[int, int]:
     return rank, world
 
 
-def _template(model, identity: dict, paths, options: IndexOptions, shard: dict | None = None) -> dict:
+def _template(model, identity: dict, paths, options: IndexOptions, shard: dict | None = None,
+              out: Path | None = None) -> dict:
     from ..encode import eval_sample_mode, preprocess_for
 
     pre = preprocess_for(model)
     qi = bool(model.query_independent)
     return {
         "model": identity,
+        "windows": {"window": float(options.window or 0.0), "stride": float(options.stride or 0.0)},
+        "vectors_per_video": int(getattr(model, "vectors_per_video", 1) or 1),
         "index_kind": "vectors" if qi else "frames+rerank",
         "dim": int(model.embed_dim),
         "frame_count": int(model.cfg.video.num_frames),
@@ -82,7 +99,17 @@ def _template(model, identity: dict, paths, options: IndexOptions, shard: dict |
         "roots": [os.path.abspath(os.fspath(p)) for p in paths],
         "extensions": list(options.extensions),
         "shard": shard,
+        "model_file": own_model_file(identity, out) if shard is None and out is not None else None,
     }
+
+
+def own_model_file(identity: dict, out: Path) -> str | None:
+    """``store.MODEL_FILE`` when the run's checkpoint is the one kept inside the index (``--model SPEC``)."""
+    ckpt = identity.get("checkpoint")
+    try:
+        return store.MODEL_FILE if ckpt and Path(ckpt).resolve() == (Path(out) / store.MODEL_FILE).resolve() else None
+    except OSError:
+        return None
 
 
 def kept_roots(new_roots: list[str], existing: dict | None, kept_paths: list[str]) -> list[str]:
@@ -177,11 +204,15 @@ def build_index(paths, out, checkpoint=None, options: IndexOptions | None = None
         raise HybridTowerError(f"no such file or folder: {', '.join(missing_args)}")
     t0 = time.monotonic()
     if checkpoint is not None:  # before anything is written or deleted (the load is cached for the run)
-        refuse_multi_vector(load_checkpoint(checkpoint, device=_resolve_device(options.device))[0])
+        load_checkpoint(checkpoint, device=_resolve_device(options.device))
+    if options.window is not None or options.stride is not None:  # bad values refused before anything is touched
+        from ..data.video.windows import check_window
+        check_window(options.window if options.window is not None else 30.0, options.stride)
     if rank == 0:
         _prepare_out(out, options)
     if checkpoint is None and not (out / store.MANIFEST).is_file():
-        raise ConfigError(f"{printable_path(out.name)} is not an index yet: pass --checkpoint to create it")
+        raise ConfigError(f"{printable_path(out.name)} is not an index yet: pass --checkpoint (or --model SPEC "
+                          f"--pretrained WEIGHTS) to create it")
     with contextlib.ExitStack() as stack:
         # a single process holds the writer lock from planning to the last commit; torchrun ranks write
         # only their shards and rank 0 takes the main lock to merge
@@ -190,14 +221,16 @@ def build_index(paths, out, checkpoint=None, options: IndexOptions | None = None
             existing = writer.manifest
         else:
             existing = store.read_manifest(out) if (out / store.MANIFEST).is_file() else None
+        if checkpoint is None and existing is not None and existing.get("model_file"):
+            checkpoint = str(store.model_file_path(out, existing))  # the index's own (moves with the folder)
         if checkpoint is None:
             checkpoint = existing["model"].get("checkpoint")
             if not isinstance(checkpoint, str) or not checkpoint:
                 raise ConfigError("the index records no checkpoint: pass --checkpoint")
         model, identity = load_checkpoint(checkpoint, device=_resolve_device(options.device))
-        refuse_multi_vector(model)
         if existing is not None:
             check_same_model(existing["model"], identity, out.name)
+        resolve_windows(options, existing)
 
         files, problems = collect_files(paths, options.extensions, exclude=[out])
         summary = IndexRunSummary(index_dir=str(out), found=len(files), scanned=True)
@@ -224,7 +257,7 @@ def build_index(paths, out, checkpoint=None, options: IndexOptions | None = None
             return run_distributed(paths, out, model, identity, options, summary, to_encode, touched, gone, problems,
                                    rank, world, t0, lambda shard: _template(model, identity, paths, options, shard))
 
-        template = _template(model, identity, paths, options)
+        template = _template(model, identity, paths, options, out=out)
         gone_ids = {e.id for e in lost} | ({e.id for e in gone} if options.prune else set())
         template["roots"] = kept_roots(template["roots"], existing,
                                        [e.path for i, e in base_entries.items() if i not in gone_ids])
@@ -246,13 +279,81 @@ def build_index(paths, out, checkpoint=None, options: IndexOptions | None = None
         if nothing_new:
             summary.up_to_date = True
             gen = writer.generation
+            if "weak_match" not in existing:  # an index built before the cue existed: calibrate it once
+                calibrate_weak_match(writer, model)
         else:
             gen = session.commit(complete=True, build_ann=True, extra={"last_run": run_record(summary, t0)})
+            calibrate_weak_match(writer, model)
         summary.count = len(session.entries)
         summary.generation = gen
         summary.ann = session.ann.get("kind", "flat")
     finish(summary, t0)
     return summary
+
+
+def save_model_into_index(out, spec: str, pretrained: str | None, overwrite: bool = False) -> Path:
+    """Build ``spec`` (``clip:ARCH``, a preset) with ``hybridtower.create_model(spec, pretrained=...)`` and keep it
+    as the index's own checkpoint, ``INDEX_DIR/model.safetensors`` (recorded and checksummed in the manifest,
+    never garbage-collected; search and serve use it later, offline). When the index already holds one, the
+    new build must be the same model (same config and weights), unless ``overwrite``."""
+    from .. import hub
+    from .identity import same_model
+
+    out = Path(out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / store.MODEL_FILE
+    model = hub.create_model(spec, pretrained=pretrained).eval()
+    if overwrite or not target.is_file():
+        hub.save_model(model, target)
+        return target
+    fresh = out / f".{store.MODEL_FILE}.new.tmp"  # a leftover is garbage-collected by the next writer
+    try:
+        hub.save_model(model, fresh)
+        a, b = load_checkpoint(target)[1], load_checkpoint(fresh)[1]
+        if not same_model(a, b):
+            raise ConfigError(f"{printable_path(out.name)} holds a model other than {spec} (pretrained "
+                              f"{pretrained or 'none'}): rebuild with --overwrite, or index without --model")
+    finally:
+        fresh.unlink(missing_ok=True)
+    return target
+
+
+def top1_function(index_dir: Path, model, manifest: dict):
+    """``top1(texts)``: each text's best score on the committed index, computed by a Searcher over it with
+    ``model`` (the same encode, exact / FAISS search and, for X-Pool, the same re-ranking as a search)."""
+    from .searcher import Searcher
+
+    searcher = Searcher(index_dir, store.load_index(index_dir, manifest), model, device=str(next(model.parameters()).device),
+                        exact_kernel="numpy")
+
+    def top1(texts: list[str]):
+        import numpy as np
+
+        vectors = searcher.encode_queries(list(texts))
+        return np.asarray([searcher.search(t, 1, query_vector=v).hits[0].score for t, v in zip(texts, vectors)])
+
+    return top1
+
+
+def calibrate_weak_match(writer: store.IndexWriter, model) -> dict | None:
+    """Measure the weak-match threshold of the index just committed (``index.calibration``) and record it
+    in the manifest as ``weak_match`` (the same generation: only the manifest is rewritten, its digest
+    covers the new key). Skipped for an empty index or when the calibration module is not installed."""
+    try:
+        from .calibration import measure_weak_match
+    except ImportError:
+        return None
+    manifest = writer.manifest
+    if not manifest or not manifest.get("count"):
+        return None
+    try:
+        info = measure_weak_match(top1_function(writer.dir, model, manifest))
+    except Exception as exc:  # the index is built and committed; a failed calibration only loses the cue
+        print(f"warning: weak-match calibration failed ({type(exc).__name__}: {exc}); search will not flag weak "
+              f"matches", file=sys.stderr, flush=True)
+        return None
+    writer.commit(dict(manifest, weak_match=info))
+    return info
 
 
 def _errors_changed(index_dir: Path, errors: list[dict]) -> bool:

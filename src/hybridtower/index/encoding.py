@@ -6,6 +6,17 @@ model's preprocessing) in ``num_workers`` DataLoader processes that die with the
 single-threaded (``workers.worker_init_fn``), and encoded in batches with ``model.encode_video`` in the
 main process: the frames and encoder ``hybridtower.encode`` uses for ``evaluate``. Each decoded file also reports its (size, mtime_ns, sha256) fingerprint. A file the decoder
 cannot read, or whose encoding holds non-finite values, is skipped and listed, never stored.
+
+Moment windows (``options.window`` > 0): the first pass opens each file once; a file no longer than the
+window is sampled and encoded exactly as without windows (same frames, same vector), a longer one only
+reports its duration. Each long file is then read window by window (``data.video.windows``: a second
+DataLoader over (file, window) items, so memory holds ``batch_size`` windows' frames whatever the file's
+length; every window is reached by seeking) and stored as one row per window with its start / end. A
+window that cannot be decoded skips its whole file.
+
+PIG-M models (``encode_video`` -> [B, M, D]) store M rows per video or window, row m with the m-th
+equal part of the video's (window's) time range: the pseudo-query of segment m is made from the frames
+sampled in about that part (``PIG.segments``).
 """
 
 from __future__ import annotations
@@ -23,10 +34,30 @@ from .workers import worker_init_fn
 
 
 def _index_frames_class():
-    from ..data.datasets import VideoFrames
+    from ..data.datasets import VideoFrames, item_rng
+    from ..data.video import VideoDecodeError
+    from ..data.video.decode import read_frames_or_probe
+    from ..data.video.transforms import preprocess_frames
 
     class IndexFrames(VideoFrames):
-        """VideoFrames over paths that also reports each file's (size, mtime_ns, sha256) as decoded."""
+        """VideoFrames over paths that also reports each file's (size, mtime_ns, sha256) as decoded; with
+        ``window`` > 0 (or ``want_duration``) a file longer than the window comes back as ``{"long": ...}``."""
+
+        window: float = 0.0
+        want_duration: bool = False
+
+        def _read(self, idx: int, vid, path) -> dict:
+            if not (self.window > 0 or self.want_duration):
+                return super().__getitem__(idx)
+            try:
+                frames, info = read_frames_or_probe(path, self.num_frames, self.sample_mode,
+                                                    item_rng(self.seed, 0, idx), self.window)
+            except VideoDecodeError as exc:
+                return {"error": str(exc), "video_index": idx, "video_id": vid}
+            if frames is None:
+                return {"long": {"duration": float(info.duration)}, "video_index": idx, "video_id": vid}
+            return {"frames": preprocess_frames(frames, self.preprocess), "video_index": idx, "video_id": vid,
+                    "duration": float(info.duration)}
 
         def __getitem__(self, idx: int) -> dict:
             pause_point("decode")
@@ -37,7 +68,7 @@ def _index_frames_class():
                 return {"error": f"cannot read file: {exc.strerror or type(exc).__name__}", "video_index": idx,
                         "video_id": vid}
             try:
-                item = super().__getitem__(idx)
+                item = self._read(idx, vid, path)
             except Exception as exc:  # anything a broken file makes a decoder raise: skip, never die
                 return {"error": f"cannot decode: {type(exc).__name__}: {exc}", "video_index": idx, "video_id": vid}
             if "error" not in item:
@@ -47,17 +78,44 @@ def _index_frames_class():
     return IndexFrames
 
 
+class WindowFrames:
+    """One item per (file, window): ``{"frames": [T, 3, S, S], "video_index": item}`` or an error item."""
+
+    def __init__(self, items: list[tuple[str, float, float]], num_frames: int, preprocess, sample_mode: str):
+        self.items, self.num_frames, self.preprocess, self.sample_mode = items, num_frames, preprocess, sample_mode
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, idx: int) -> dict:
+        from ..data.datasets import item_rng
+        from ..data.video.decode import read_window
+        from ..data.video.transforms import preprocess_frames
+
+        pause_point("decode")
+        path, start, end = self.items[idx]
+        try:
+            frames = read_window(path, start, end, self.num_frames, self.sample_mode, item_rng(0, 0, idx))
+        except Exception as exc:  # VideoDecodeError and anything else a broken file raises: skip the file
+            return {"error": f"cannot decode the window {start:g}-{end:g} s: {exc}", "video_index": idx, "video_id": path}
+        return {"frames": preprocess_frames(frames, self.preprocess), "video_index": idx, "video_id": path}
+
+
 def _collate(batch: list[dict]) -> dict:
     from ..data.datasets import collate_skip_errors
 
-    out = collate_skip_errors(batch)
-    out["fingerprints"] = [b["fingerprint"] for b in batch if "error" not in b]
+    out = collate_skip_errors([b for b in batch if "long" not in b])
+    good = [b for b in batch if "error" not in b and "long" not in b]
+    out["fingerprints"] = [b.get("fingerprint") for b in good]
+    out["durations"] = [b.get("duration") for b in good]
+    out["long"] = [b for b in batch if "long" in b]
     return out
 
 
-def make_loader(model, paths: list[str], options: IndexOptions):
+def make_loader(model, paths: list[str], options: IndexOptions, window: float = 0.0):
     """The decoding DataLoader of an index run over ``paths`` (batches of ``_collate``); also what
-    ``benchmarks/index_throughput.py`` times as the decode-only bound."""
+    ``benchmarks/index_throughput.py`` times as the decode-only bound. With ``window`` > 0, files longer
+    than it come back in ``batch["long"]`` (their windows are read by :func:`window_loader`)."""
     from torch.utils.data import DataLoader
 
     from ..encode import eval_sample_mode, preprocess_for
@@ -65,55 +123,117 @@ def make_loader(model, paths: list[str], options: IndexOptions):
     IndexFrames = _index_frames_class()
     ds = IndexFrames(paths, num_frames=model.cfg.video.num_frames, preprocess=preprocess_for(model),
                      sample_mode=eval_sample_mode(model))
+    ds.window = float(window or 0.0)
+    ds.want_duration = _rows_per_clip(model) > 1  # PIG-M rows carry their part of the file's time range
     return DataLoader(ds, batch_size=options.batch_size, num_workers=options.num_workers, collate_fn=_collate,
                       worker_init_fn=worker_init_fn() if options.num_workers else None)
 
 
-def encode_files(session: Session, model, work: list[FoundFile], options: IndexOptions, summary: IndexRunSummary,
-                 desc: str) -> None:
-    """Decode + encode ``work`` in order, committing every ``commit_every`` encoded videos."""
+def window_loader(model, items: list[tuple[str, float, float]], options: IndexOptions):
+    """A DataLoader over (path, start, end) windows, in order (batches of ``collate_skip_errors``)."""
+    from torch.utils.data import DataLoader
+
+    from ..data.datasets import collate_skip_errors
+    from ..encode import eval_sample_mode, preprocess_for
+
+    ds = WindowFrames(items, model.cfg.video.num_frames, preprocess_for(model), eval_sample_mode(model))
+    return DataLoader(ds, batch_size=options.batch_size, num_workers=options.num_workers, collate_fn=collate_skip_errors,
+                      worker_init_fn=worker_init_fn() if options.num_workers else None)
+
+
+def _rows_per_clip(model) -> int:
+    return int(getattr(model, "vectors_per_video", 1) or 1)
+
+
+def _encode(model, frames, device, precision: str):
+    """(vectors [B, M, D], frames [B, M?, T, D] or None) of a batch; M = 1 except PIG-M."""
     import torch
-    from tqdm.auto import tqdm
 
     from ..encode import autocast_context
 
+    with torch.no_grad(), autocast_context(device, precision):
+        out = model.encode_video(frames.to(device, non_blocking=True)).float()
+    if model.query_independent:
+        vecs = out.cpu().numpy()
+        return (vecs[:, None, :] if vecs.ndim == 2 else vecs), None
+    # X-Pool: keep the frame features; the first-stage vector is their normalised mean
+    feats = out.cpu().numpy()
+    vecs = torch.nn.functional.normalize(out.mean(dim=1), dim=-1).cpu().numpy()
+    return vecs[:, None, :], feats[:, None]
+
+
+def _times(start, end, m: int):
+    """Starts and ends [m] of a clip's rows: NaN for a whole file with one row; PIG-M: m equal parts."""
+    import numpy as np
+
+    from ..data.video.windows import split_range
+
+    if m == 1:
+        return (np.asarray([np.nan if start is None else start]), np.asarray([np.nan if end is None else end]))
+    if start is None or end is None or not end > start:
+        return np.full(m, np.nan), np.full(m, np.nan)
+    parts = split_range(start, end, m)
+    return np.asarray([p[0] for p in parts]), np.asarray([p[1] for p in parts])
+
+
+def encode_files(session: Session, model, work: list[FoundFile], options: IndexOptions, summary: IndexRunSummary,
+                 desc: str) -> None:
+    """Decode + encode ``work`` in order (long files' windows after the short files), committing every
+    ``commit_every`` encoded videos."""
+    from tqdm.auto import tqdm
+
+    from ..data.video.windows import plan_windows
+
     if not work:
         return
-    loader = make_loader(model, [f.path for f in work], options)
+    window = float(options.window or 0.0)
+    stride = float(options.stride or 0.0)
+    loader = make_loader(model, [f.path for f in work], options, window)
     device = next(model.parameters()).device
     bar = tqdm(total=len(work), desc=printable(desc), unit="video", disable=not options.progress, dynamic_ncols=True)
-    since_commit = 0
+    state = {"since_commit": 0}
+    long_files = []  # (work index, fingerprint, windows)
 
     def skip(f: FoundFile, error: str) -> None:
         session.errors.append({"path": f.path, "error": error})
         summary.skipped.append({"path": f.path, "error": error})
 
+    def store_rows(f: FoundFile, fp, vecs, frames, starts, ends) -> bool:
+        bad = {int(r) for rows in store.bad_rows(vecs, None if frames is None else frames).values() for r in rows}
+        if bad:
+            skip(f, "the model produced non-finite or non-normalised values for this video")
+            return False
+        session.add(f.path, f.video_id, fp, vecs, frames, starts, ends)
+        summary.encoded += 1
+        state["since_commit"] += 1
+        return True
+
+    def maybe_commit() -> None:
+        since = state["since_commit"]
+        if since >= options.commit_every or (since and time.monotonic() - session.last_commit > COMMIT_SECONDS):
+            session.commit(complete=False)
+            state["since_commit"] = 0
+
     try:
         for batch in loader:
             for err in batch["errors"]:
                 skip(work[int(err["video_index"])], err["error"])
+            for item in batch["long"]:
+                vi = int(item["video_index"])
+                spans = plan_windows(item["long"]["duration"], window, stride)
+                long_files.append((vi, item["fingerprint"], spans))
             if batch["frames"] is not None:
-                with torch.no_grad(), autocast_context(device, options.precision):
-                    out = model.encode_video(batch["frames"].to(device, non_blocking=True)).float()
-                if model.query_independent:
-                    vecs, frames = out.cpu().numpy(), None
-                else:  # X-Pool: keep the frame features; the first-stage vector is their normalised mean
-                    frames = out.cpu().numpy()
-                    vecs = torch.nn.functional.normalize(out.mean(dim=1), dim=-1).cpu().numpy()
-                bad = {int(r) for rows in store.bad_rows(vecs, frames).values() for r in rows}
+                vecs, frames = _encode(model, batch["frames"], device, options.precision)
+                m = vecs.shape[1]
                 for j, (vi, fp) in enumerate(zip(batch["video_index"].tolist(), batch["fingerprints"])):
-                    f = work[vi]
-                    if j in bad:
-                        skip(f, "the model produced non-finite or non-normalised values for this video")
-                        continue
-                    session.add(f.path, f.video_id, fp, vecs[j], None if frames is None else frames[j])
-                    summary.encoded += 1
-                    since_commit += 1
+                    dur = batch["durations"][j]
+                    starts, ends = _times(0.0 if m > 1 else None, dur if m > 1 else None, m)
+                    store_rows(work[vi], fp, vecs[j], None if frames is None else frames[j], starts, ends)
             bar.update(len(batch["video_index"]) + len(batch["errors"]))
             pause_point("encoded")
-            if since_commit >= options.commit_every or (since_commit and time.monotonic() - session.last_commit > COMMIT_SECONDS):
-                session.commit(complete=False)
-                since_commit = 0
+            maybe_commit()
+        if long_files:
+            _encode_windows(model, work, long_files, options, summary, device, skip, store_rows, maybe_commit, bar)
     except KeyboardInterrupt:
         bar.close()
         if session.pending or session.dirty:
@@ -122,3 +242,62 @@ def encode_files(session: Session, model, work: list[FoundFile], options: IndexO
             session.commit(complete=False)
         raise
     bar.close()
+
+
+def _encode_windows(model, work, long_files, options, summary, device, skip, store_rows, maybe_commit, bar) -> None:
+    """Encode the windows of the long files, file by file in order; store a file once its last window is in."""
+    import numpy as np
+
+    items, owner = [], []
+    for k, (vi, _, spans) in enumerate(long_files):
+        for start, end in spans:
+            items.append((work[vi].path, start, end))
+            owner.append(k)
+    pending: dict[int, dict] = {}
+    failed: set[int] = set()
+
+    def finish(k: int) -> None:
+        vi, fp, spans = long_files[k]
+        acc = pending.pop(k, None)
+        bar.update(1)
+        if k in failed or acc is None:
+            return
+        vecs = np.concatenate(acc["vecs"])
+        frames = np.concatenate(acc["frames"]) if acc["frames"] else None
+        if store_rows(work[vi], fp, vecs, frames, np.concatenate(acc["starts"]), np.concatenate(acc["ends"])):
+            summary.windows += len(spans)
+
+    done_upto = 0  # long files before this index are finished
+    for batch in window_loader(model, items, options):
+        for err in batch["errors"]:
+            k = owner[int(err["video_index"])]
+            if k not in failed:
+                failed.add(k)
+                skip(work[long_files[k][0]], err["error"])
+        if batch["frames"] is not None:
+            vecs, frames = _encode(model, batch["frames"], device, options.precision)
+            m = vecs.shape[1]
+            for j, wi in enumerate(batch["video_index"].tolist()):
+                k = owner[wi]
+                if k in failed:
+                    continue
+                _, start, end = items[wi]
+                starts, ends = _times(start, end, m)
+                acc = pending.setdefault(k, {"vecs": [], "frames": [], "starts": [], "ends": []})
+                acc["vecs"].append(vecs[j])
+                if frames is not None:
+                    acc["frames"].append(frames[j])
+                acc["starts"].append(starts)
+                acc["ends"].append(ends)
+        last = max([owner[int(i)] for i in batch["video_index"].tolist()] + [owner[int(e["video_index"])] for e in batch["errors"]])
+        # windows come in order: every file before the batch's last one is complete (the last one when its
+        # final window was in this batch)
+        last_item = max([int(i) for i in batch["video_index"].tolist()] + [int(e["video_index"]) for e in batch["errors"]])
+        upto = last + 1 if last_item + 1 >= len(items) or owner[last_item + 1] != last else last
+        for k in range(done_upto, upto):
+            finish(k)
+        done_upto = max(done_upto, upto)
+        pause_point("encoded")
+        maybe_commit()
+    for k in range(done_upto, len(long_files)):
+        finish(k)

@@ -1,18 +1,23 @@
 """Export an index's vectors for other tools (FAISS, LanceDB, pandas, ...): Parquet, or .npy + JSONL.
 
-One row per indexed video, in id order:
+One row per stored vector, in id order (a video's rows together, in time order):
 
     id            int64    the video's id in the index (stable across updates)
     root          string   the indexed PATH (absolute) the file was found under; null when it lies under none of
                            the latest run's PATHs
     path          string   the file relative to ``root`` (posix separators; for a file given itself as
                            PATH, its name)
-    window_start  float64  seconds; null = the whole video (moment windows are not indexed yet)
+    window_start  float64  seconds; null = the whole video
     window_end    float64  seconds; null = the whole video
     vector        float32[D]  the stored vector, bit for bit
 
-PIG / Two-Tower indexes store one L2-normalised vector per video: the export is the whole index (score =
-inner product with the normalised text vector). X-Pool indexes store per-frame features for the query-
+A video no longer than the index's window (``hybridtower index --window``) has one row with null window
+times; a longer one has one row per window (``window_start`` / ``window_end`` in seconds), and a PIG-M
+index stores M rows per video or window, each with its segment's time range. Group by ``id`` and take
+the maximum score to rank videos as ``hybridtower search`` does.
+
+PIG / Two-Tower indexes store L2-normalised vectors: the export is the whole index (score = inner product
+with the normalised text vector). X-Pool indexes store per-frame features for the query-
 conditioned re-ranking; the export holds their FIRST-STAGE vector (the normalised mean of the frame
 features, CLIP4Clip meanP), and its metadata says so.
 
@@ -123,15 +128,19 @@ def export_index(index_dir: str | Path, out: str | Path, fmt: str | None = None,
         raise ConfigError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
     data = load_index(index_dir, with_frames=False)
     roots = [str(r) for r in (data.manifest.get("roots") or [])]
+    root = [None if (r := _root_of(e, roots)) is None else _text(r) for e in data.entries]
+    path = [_text(e.video_id) for e in data.entries]
+    owner = [int(i) for i in data.owner]
     rows = {
-        "id": [e.id for e in data.entries],
-        "root": [None if (r := _root_of(e, roots)) is None else _text(r) for e in data.entries],
-        "path": [_text(e.video_id) for e in data.entries],
-        "window_start": [None] * len(data.entries),
-        "window_end": [None] * len(data.entries),
+        "id": [data.entries[i].id for i in owner],
+        "root": [root[i] for i in owner],
+        "path": [path[i] for i in owner],
+        "window_start": [None if t != t else float(t) for t in data.starts.tolist()],  # NaN: whole video
+        "window_end": [None if t != t else float(t) for t in data.ends.tolist()],
     }
     vectors = np.ascontiguousarray(data.vectors, dtype=np.float32)
-    meta = _metadata(data.manifest, len(data.entries))
+    meta = _metadata(data.manifest, len(owner))
+    meta["videos"] = len(data.entries)
     if fmt == "parquet":
         _write_parquet(files[0], rows, vectors, meta)
     else:
@@ -140,7 +149,10 @@ def export_index(index_dir: str | Path, out: str | Path, fmt: str | None = None,
     if meta["index_kind"] == "frames+rerank":
         notes.append("X-Pool index: exported its first-stage vectors (the normalised mean of the frame features); "
                      "X-Pool's re-ranking needs the stored frames and the query, so the export ranks like meanP")
-    return ExportSummary(fmt, [str(f) for f in files], len(data.entries), int(meta["dim"]), meta["vector"], notes)
+    if len(owner) != len(data.entries):
+        notes.append(f"{len(owner)} rows for {len(data.entries)} videos (windows of long videos / PIG-M rows): group "
+                     f"by id and take the best score per video")
+    return ExportSummary(fmt, [str(f) for f in files], len(owner), int(meta["dim"]), meta["vector"], notes)
 
 
 def _write_parquet(path: Path, rows: dict, vectors: np.ndarray, meta: dict) -> None:

@@ -26,6 +26,11 @@ class IndexOptions:
     precision: str = "fp32"
     progress: bool = True
     overwrite: bool = False  # start a new index even if one (of another model) is there
+    # moment windows (seconds): a video longer than ``window`` is stored as one row per window, every
+    # ``stride`` s; 0 = one row per file. None = the index's recorded setting (a new index: 30 / 15 s;
+    # an index built before windows existed: 0)
+    window: float | None = None
+    stride: float | None = None
     merge_timeout: float = 24 * 3600.0  # rank 0: seconds to wait for the other ranks' shards
 
 
@@ -37,6 +42,7 @@ class IndexRunSummary:
     touched: int = 0  # size/mtime changed but same content: metadata updated, not re-encoded
     to_encode: int = 0  # new or changed files this process had to encode (damaged rows included)
     encoded: int = 0
+    windows: int = 0  # rows encoded for long videos' windows (0 when every video was short)
     skipped: list = field(default_factory=list)  # [{"path", "error"}]
     pruned: int = 0
     vanished: int = 0  # entries whose file is gone (kept unless --prune)

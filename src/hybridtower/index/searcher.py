@@ -176,6 +176,9 @@ class Searcher:
         index_dir = Path(index_dir)
         data = _load_consistent(index_dir)
         recorded = data.manifest["model"]
+        own = store.model_file_path(index_dir, data.manifest)
+        if checkpoint is None and own is not None and own.is_file():
+            checkpoint = own  # built with --model SPEC: the index's own checkpoint, wherever the folder is now
         if checkpoint is None:
             checkpoint = recorded.get("checkpoint")
             if not checkpoint or not Path(checkpoint).exists():
@@ -312,12 +315,13 @@ class Searcher:
             exclude = self._row_of.get(int(exclude_id)) if self.entry(exclude_id) is not None else None
         k = self._cap_k(k, notes, excluded=exclude is not None)
         if k == 0:
-            return SearchResult("", [], (time.perf_counter() - t0) * 1e3, False, 0, notes, self.weak_threshold)
+            return SearchResult("", [], (time.perf_counter() - t0) * 1e3, False, 0, notes, None)
         if self.rerank:
             notes.append("X-Pool index: ranked by mean-pooled frame features (search by example is not re-ranked)")
         rows, scores = self._top(q, k, exclude=exclude)
-        return SearchResult("", self._hits(rows, scores, k), (time.perf_counter() - t0) * 1e3, False, 0, notes,
-                            self.weak_threshold)
+        # the weak-match threshold is calibrated for text queries: video-side vectors score on another scale
+        return SearchResult("", self._hits(rows, scores, k, flag_weak=False), (time.perf_counter() - t0) * 1e3,
+                            False, 0, notes, None)
 
     def rows_of(self, id: int) -> list[dict]:
         """The rows of video ``id`` in order: ``[{"start", "end"}]`` (None: the whole file); [] if unknown."""
@@ -405,7 +409,10 @@ class Searcher:
         from .ann import search_ann
 
         total = self.num_rows
-        fetch = min(total, k + (int(self._counts[exclude]) if exclude is not None else 0))
+        fetch = k + (int(self._counts[exclude]) if exclude is not None else 0)
+        if total > len(self.entries):  # several rows per video: room for each hit's other moments from the start
+            fetch = 4 * fetch + 16
+        fetch = min(total, fetch)
         while True:
             s, r = search_ann(self._ann, q, fetch)
             keep = r[0] >= 0
@@ -418,12 +425,13 @@ class Searcher:
                 return rows, scores
             fetch = min(total, fetch * 4)
 
-    def _hits(self, rows, scores, k: int) -> list[Hit]:
+    def _hits(self, rows, scores, k: int, flag_weak: bool = True) -> list[Hit]:
         """Group ranked rows per video: one Hit per video (its best row's score and window), its other rows
-        in the list as ``moments`` (best first; whole-file rows are not moments), the first ``k`` videos."""
+        in the list as ``moments`` (best first; whole-file rows are not moments), the first ``k`` videos;
+        ``weak`` when the score is below the index's weak-match threshold (text queries only)."""
         hits: list[Hit] = []
         by_pos: dict[int, Hit] = {}
-        thr = self.weak_threshold
+        thr = self.weak_threshold if flag_weak else None
         for r, sc in zip(rows, scores):
             pos = int(self._owner[r])
             start, end = _time(self._starts[r]), _time(self._ends[r])

@@ -80,6 +80,10 @@ def run_distributed(paths, out: Path, model, identity, options, summary, to_enco
     return merge_shards(out, options=options, touched=touched, gone=gone, summary=summary, t0=t0)
 
 
+def _windows(manifest: dict) -> dict:
+    return manifest.get("windows") or {"window": 0.0, "stride": 0.0}  # older indexes: one row per file
+
+
 def _shard_done(shard_dir: Path, sha: str) -> bool:
     try:
         m = store.read_manifest(shard_dir)
@@ -122,11 +126,18 @@ def merge_shards(out, options: IndexOptions | None = None, *, touched=(), gone=(
         ref = writer.manifest or manifests[0][1]
         for d, m in manifests:
             check_same_model(ref["model"], m["model"], out.name, what=f"shard {d.name} made with checkpoint")
+            if _windows(m) != _windows(ref):
+                raise HybridTowerError(f"shard {d.name} was made with windows {_windows(m)}, the index uses "
+                                       f"{_windows(ref)}: run the shards again with the index's --window/--stride")
         model_identity = ref["model"]
         template = {k: v for k, v in (manifests[0][1] if manifests else ref).items()
-                    if k in ("model", "index_kind", "dim", "frame_count", "preprocess", "roots", "extensions")}
+                    if k in ("model", "index_kind", "dim", "frame_count", "preprocess", "roots", "extensions", "windows",
+                             "vectors_per_video")}
         template["model"] = model_identity
         template["shard"] = None
+        own = out / store.MODEL_FILE
+        template["model_file"] = (store.MODEL_FILE if own.is_file() and model_identity.get("checkpoint")
+                                  and Path(model_identity["checkpoint"]).resolve() == own.resolve() else None)
         session = Session(writer, None, model_identity, writer.manifest, template, base_entries)
         session.errors = []
         apply_metadata(session, list(touched), list(gone), options, summary)
@@ -136,12 +147,16 @@ def merge_shards(out, options: IndexOptions | None = None, *, touched=(), gone=(
                 print(f"note: shard {d.name} is incomplete; merging the {m.get('count', 0)} video(s) it committed",
                       file=sys.stderr, flush=True)
             data = store.load_index(d, m)
-            for i, e in enumerate(data.entries):
-                rows.append((e, data.vectors[i], None if data.frames is None else data.frames[i]))
+            first = 0
+            for e in data.entries:
+                sel = slice(first, first + e.rows)  # all rows of the video (windows, PIG-M), contiguous
+                first += e.rows
+                rows.append((e, data.vectors[sel], None if data.frames is None else data.frames[sel],
+                             data.starts[sel], data.ends[sel]))
             session.errors.extend(store.read_errors(d))
         rows.sort(key=lambda t: t[0].path)  # new files get ids in path order, whatever shard they came from
-        for e, vec, frames in rows:
-            session.add(e.path, e.video_id, (e.size, e.mtime_ns, e.sha256), vec, frames)
+        for e, vec, frames, starts, ends in rows:
+            session.add(e.path, e.video_id, (e.size, e.mtime_ns, e.sha256), vec, frames, starts, ends)
         summary.encoded = max(summary.encoded, len(rows))  # videos the ranks added in this run
         summary.merged_shards = len(manifests)
         request_ann(session, options)

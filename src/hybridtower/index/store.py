@@ -72,6 +72,7 @@ ERRORS = "errors.jsonl"
 LOCK = ".lock"
 SEGMENTS = "segments"
 SHARDS = "shards"
+MODEL_FILE = "model.safetensors"  # the checkpoint of an index built with --model SPEC (kept inside the index)
 
 #: |norm - 1| above this makes a stored vector "not unit-norm" (the models L2-normalise; fp16 stays well inside)
 NORM_TOLERANCE = 1e-2
@@ -308,6 +309,9 @@ def validate_manifest(manifest, file: str = MANIFEST) -> dict:
         for key in ("params", "requested"):
             if ann.get(key) is not None and not isinstance(ann[key], dict):
                 raise bad(f"`ann.{key}` must be an object")
+    model_file = manifest.get("model_file")
+    if model_file is not None and model_file != MODEL_FILE:
+        raise bad(f"`model_file` must be null or {MODEL_FILE}, got {printable(repr(model_file))[:80]}")
     sums = manifest.get("checksums")
     if sums is not None:
         if not isinstance(sums, dict):
@@ -607,6 +611,29 @@ def gather_rows(index_dir: str | Path, entries: list[Entry], dim: int, with_fram
     return rows.vectors, rows.frames
 
 
+def model_file_path(index_dir: str | Path, manifest: dict) -> Path | None:
+    """The checkpoint kept inside the index (``--model SPEC`` builds), or None."""
+    name = manifest.get("model_file")
+    return Path(index_dir) / name if name else None
+
+
+def check_model_file(index_dir: str | Path, manifest: dict) -> None:
+    """The checkpoint kept inside the index is there with its recorded size and SHA-256."""
+    name = manifest.get("model_file")
+    if not name:
+        return
+    want = (manifest.get("checksums") or {}).get(name)
+    try:
+        got = digest_file(Path(index_dir) / name)
+    except FileNotFoundError:
+        raise damaged(name, "the index's own checkpoint is missing", hint=False) from None
+    except OSError as exc:
+        raise damaged(name, f"the index's own checkpoint cannot be read ({exc.strerror})", hint=False) from None
+    if want and (got["size"] != want["size"] or got["sha256"] != want["sha256"]):
+        raise damaged(name, "the index's own checkpoint does not match the size / SHA-256 the manifest recorded; "
+                            "rebuild with `hybridtower index ... --model SPEC --overwrite`", hint=False)
+
+
 def check_ann_file(index_dir: str | Path, manifest: dict) -> None:
     """The FAISS file the manifest names is there with its recorded size and SHA-256."""
     name = (manifest.get("ann") or {}).get("file")
@@ -693,6 +720,8 @@ class IndexWriter:
         names.update(m.get("segments", []))
         if (m.get("ann") or {}).get("file"):
             names.add(m["ann"]["file"])
+        if m.get("model_file"):
+            names.add(m["model_file"])
         return names
 
     def collect_garbage(self) -> list[str]:
@@ -773,7 +802,7 @@ class IndexWriter:
         """Make ``manifest`` (whose files are all written) the committed state."""
         manifest = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION, updated=time.time())
         names = [n for n in [manifest.get("entries_file"), *manifest.get("segments", []),
-                             (manifest.get("ann") or {}).get("file")] if n]
+                             (manifest.get("ann") or {}).get("file"), manifest.get("model_file")] if n]
         missing = [n for n in names if not (self.dir / n).is_file()]
         if missing:
             raise IndexFormatError(f"refusing to commit a manifest naming missing files {missing}")

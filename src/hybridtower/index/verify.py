@@ -7,8 +7,9 @@ paths of the affected rows:
 - ``manifest.json``: schema and its own digest (a damaged manifest is fatal: ``IndexFormatError``);
 - the entries table: present, size + SHA-256 as recorded, UTF-8, every line a valid entry;
 - every segment: present, size + SHA-256 as recorded, readable safetensors, shapes (``ids`` [n],
-  ``vectors`` [n, dim], X-Pool ``frames`` [n, T, dim]), the rows the entries expect, and the values of
-  every live row (finite; vectors of unit norm, as PIG / Two-Tower / X-Pool's first stage store them);
+  ``vectors`` [n, dim], X-Pool ``frames`` [n, T, dim], window ``starts`` / ``ends`` [n]), the rows the entries
+  expect (all ``rows`` of each video), and the values of every live row (finite; vectors of unit norm, as
+  PIG / Two-Tower / X-Pool's first stage store them; window times NaN or 0 <= start < end);
 - the FAISS file: present, size + SHA-256 as recorded (old manifests without checksums: it is loaded
   and its row count and dimension are compared with the index).
 
@@ -113,36 +114,47 @@ def verify_index(index_dir: str | Path, manifest: dict | None = None) -> VerifyR
             continue
         if not live:
             continue
-        rows = np.asarray([e.row for e in live])
-        want = np.asarray([e.id for e in live], dtype=np.int64)
+        # every row of every live entry (a video's windows / PIG-M rows: row .. row + rows - 1)
+        rows = np.concatenate([np.arange(e.row, e.row + e.rows) for e in live])
+        want = np.concatenate([np.full(e.rows, e.id, dtype=np.int64) for e in live])
         seg_ids = data["ids"]
         in_range = rows < len(seg_ids)
         wrong = ~in_range
         wrong[in_range] = seg_ids[rows[in_range]] != want[in_range]
         if wrong.any():
-            bad = sorted(int(i) for i in want[wrong])
+            bad = sorted({int(i) for i in want[wrong]})
             report.problems.append(Problem(seg, _with_paths(
                 f"index file {seg}: {len(bad)} entry row(s) point at rows holding other videos (ids "
                 f"{', '.join(map(str, bad[:8]))})", bad, by_id), bad, kind="rows"))
             rows, want = rows[~wrong], want[~wrong]
         frames = data["frames"][rows] if "frames" in data else None
-        text, bad_ids = store.describe_bad_rows(store.bad_rows(data["vectors"][rows], frames), want)
+        starts = data["starts"][rows] if "starts" in data else None
+        ends = data["ends"][rows] if "ends" in data else None
+        text, bad_ids = store.describe_bad_rows(store.bad_rows(data["vectors"][rows], frames, starts=starts, ends=ends),
+                                                want)
         if text:
             report.problems.append(Problem(seg, _with_paths(f"index file {seg}: {text}", bad_ids, by_id), bad_ids,
                                            kind="rows"))
+    if manifest.get("model_file"):
+        report.files_checked += 1
+        try:
+            store.check_model_file(index_dir, manifest)
+        except store.IndexFormatError as exc:
+            report.problems.append(Problem(exc.file or store.MODEL_FILE, str(exc), [], repairable=False, kind="model"))
     ann = manifest.get("ann") or {}
     if ann.get("file"):
         report.files_checked += 1
         try:
             store.check_ann_file(index_dir, manifest)
             if not (sums or {}).get(ann["file"]):
-                _check_ann_content(index_dir, manifest, len(entries))
+                _check_ann_content(index_dir, manifest, sum(e.rows for e in entries))
         except store.IndexFormatError as exc:
             report.problems.append(Problem(ann["file"], _strip_hint(exc), [], kind="ann"))
     return report
 
 
 def _check_ann_content(index_dir: Path, manifest: dict, n: int) -> None:
+    """The FAISS file holds ``n`` rows (every row of every video) of the index's dimension."""
     import faiss
 
     name = manifest["ann"]["file"]

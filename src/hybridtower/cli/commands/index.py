@@ -13,7 +13,10 @@ HELP = "index your own videos for text search (incremental, resumable, torchrun-
 DESCRIPTION = """\
 Walk the video files and folders given as PATH, encode one vector per video with the model of
 --checkpoint (X-Pool models: the per-frame features their re-ranking needs) and store them in
-INDEX_DIR. A second run over the same folders encodes only new or changed files (size + mtime, then a
+INDEX_DIR. A video longer than --window seconds (default 30) is stored as one vector per window
+(every --stride seconds, default 15), so search can say where in the video the match is; shorter
+videos get one vector, exactly as with --window 0. PIG-M checkpoints store their M vectors per video
+(or window). A second run over the same folders encodes only new or changed files (size + mtime, then a
 SHA-256 of the content); --prune drops entries whose file is gone. A run that is interrupted
 (Ctrl-C, kill -9, power loss) leaves the last committed index intact; run the same command again to
 continue. Unreadable files are skipped and listed in the summary and in INDEX_DIR/errors.jsonl.
@@ -35,6 +38,10 @@ examples:
   hybridtower index my_videos/ --checkpoint runs/pig --out my_index
   hybridtower index my_videos/ more/clip.mov --out my_index --prune      # update: new/changed files only
   hybridtower index my_videos/ --checkpoint runs/pig --out my_index --ann hnsw
+  hybridtower index lectures/ --checkpoint runs/pig --out idx --window 60 --stride 30   # longer moments
+  hybridtower index clips/ --checkpoint runs/pig --out idx --window 0     # one vector per file
+  hybridtower index my_videos/ --model clip:ViT-B-32 --pretrained openai --out idx   # plain CLIP, no training
+  hybridtower index my_videos/ --model clip:ViT-B-32 --pretrained ViT-B-32.pt --out idx  # same, from a local file
   torchrun --nproc-per-node 4 -m hybridtower.cli.main index videos/ --checkpoint runs/pig --out idx --device cuda
   hybridtower index --merge --out idx            # merge the shards of a torchrun run whose rank 0 died
   hybridtower index --verify my_index            # check every file of the index (exit 2 when damaged)
@@ -51,6 +58,13 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", metavar="CKPT",
                    help="our checkpoint (.safetensors file or run folder); required for a new index, "
                         "defaults to the one the index was built with")
+    p.add_argument("--model", metavar="SPEC",
+                   help="build the model here instead of --checkpoint: clip:ARCH (any open_clip architecture, "
+                        "mean-pooled, no training) or a preset name; saved inside INDEX_DIR as model.safetensors "
+                        "and used by search/serve later, offline")
+    p.add_argument("--pretrained", metavar="WEIGHTS",
+                   help="with --model: the CLIP weights (an open_clip tag such as openai, a local file, "
+                        "hf-hub:ORG/NAME)")
     p.add_argument("--prune", action="store_true", help="drop entries whose file no longer exists")
     p.add_argument("--overwrite", action="store_true",
                    help="delete the index at INDEX_DIR first (e.g. to re-index with another model)")
@@ -61,6 +75,11 @@ def register(sub) -> None:
     p.add_argument("--nprobe", type=int, help="ivf: cells visited per query (default 16)")
     p.add_argument("--hnsw-m", type=int, dest="M", help="hnsw: links per node (default 32)")
     p.add_argument("--ef-search", type=int, help="hnsw: candidate list size at query time (default 128)")
+    p.add_argument("--window", type=float, default=None, metavar="SECONDS",
+                   help="moment windows: videos longer than this get one vector per window (default 30 for a new "
+                        "index, else the index's own setting; 0 = one vector per file)")
+    p.add_argument("--stride", type=float, default=None, metavar="SECONDS",
+                   help="seconds between window starts (default half the window; at most the window)")
     p.add_argument("--batch-size", type=int, default=16, help="videos per encoder batch (default 16)")
     p.add_argument("--workers", type=int, default=None,
                    help="decoding worker processes (default: min(4, CPU cores))")
@@ -98,7 +117,19 @@ def run(args) -> int:
         extensions=exts, prune=args.prune, ann=args.ann, ann_params=ann_params, batch_size=args.batch_size,
         num_workers=workers, commit_every=args.commit_every, device=args.device, precision=args.precision,
         progress=not args.no_progress and not args.json, overwrite=args.overwrite,
+        window=args.window, stride=args.stride,
     )
+    checkpoint = args.checkpoint
+    if args.model or args.pretrained:
+        if not args.model:
+            raise ConfigError("--pretrained goes with --model SPEC (e.g. --model clip:ViT-B-32 --pretrained openai)")
+        if args.checkpoint or args.merge:
+            raise ConfigError("--model builds the index's model itself: do not combine it with --checkpoint or --merge")
+        if not args.paths:
+            raise ConfigError("give at least one video file or folder to index")
+        from ...index.builder import save_model_into_index
+
+        checkpoint = str(save_model_into_index(args.out, args.model, args.pretrained, overwrite=args.overwrite))
     if args.merge:
         if args.paths:
             raise ConfigError("--merge takes no PATH: it merges the shards already under INDEX_DIR/shards")
@@ -106,7 +137,7 @@ def run(args) -> int:
     else:
         if not args.paths:
             raise ConfigError("give at least one video file or folder to index (or --merge, or --verify INDEX_DIR)")
-        summary = build_index(args.paths, args.out, args.checkpoint, options)
+        summary = build_index(args.paths, args.out, checkpoint, options)
     _print_notes(summary, args.paths, exts)
     if args.json:
         out = summary.to_dict()
@@ -153,6 +184,8 @@ def _print_summary(s) -> None:
         print(f"{name}: up to date ({s.count} videos; {s.unchanged} unchanged files)")
     else:
         parts = [f"{s.encoded} encoded", f"{s.unchanged} unchanged"]
+        if s.windows:
+            parts.append(f"{s.windows} windows of long videos")
         if s.touched:
             parts.append(f"{s.touched} touched (same content)")
         if s.repaired:

@@ -62,6 +62,8 @@ __all__ = [
     "probe_video",
     "sample_indices",
     "read_frames",
+    "read_frames_or_probe",
+    "read_window",
     "decode_frames",
     "read_all_frames",
     "SAMPLING_MODES",
@@ -302,6 +304,33 @@ def read_frames(
         indices = sample_indices(info.num_frames, num_frames, mode, rng)
         return _decode_at(container, stream, info, indices, path, seek=seek, seek_min_gap=seek_min_gap,
                           max_pixels=max_pixels)
+
+
+def read_frames_or_probe(path, num_frames: int, mode: str, rng: random.Random | None, window: float, *,
+                         seek: bool = True, max_pixels: int = MAX_FRAME_PIXELS) -> tuple[np.ndarray | None, VideoInfo]:
+    """``(frames, info)`` of a video no longer than ``window`` seconds (``window`` 0: any video), the frames
+    exactly those of :func:`read_frames`; ``(None, info)`` for a longer one, decoding no pixels (its windows
+    are read by :func:`read_window`). One open of the file either way."""
+    with _opened(path) as (container, stream):
+        info = _probe_open(container, stream, path)
+        if window > 0 and info.duration > window:
+            return None, info
+        indices = sample_indices(info.num_frames, num_frames, mode, rng)
+        return _decode_at(container, stream, info, indices, path, seek=seek, seek_min_gap=0.5,
+                          max_pixels=max_pixels), info
+
+
+def read_window(path, start: float, end: float, num_frames: int = 12, mode: str = "uniform",
+                rng: random.Random | None = None, *, seek: bool = True, max_pixels: int = MAX_FRAME_PIXELS) -> np.ndarray:
+    """``num_frames`` frames sampled with ``mode`` among those shown in ``[start, end)`` seconds of ``path``
+    (seconds from its first frame), as uint8 ``[T, H, W, 3]``: the demuxer seeks to the key frame before the
+    window, so reading one window of a 2-hour file decodes a few GOPs, not the file."""
+    from .windows import window_indices
+
+    with _opened(path) as (container, stream):
+        info = _probe_open(container, stream, path)
+        indices = window_indices(info.num_frames, info.fps, start, end, num_frames, mode, rng)
+        return _decode_at(container, stream, info, indices, path, seek=seek, seek_min_gap=0.5, max_pixels=max_pixels)
 
 
 def decode_frames(path, indices: list[int], *, seek: bool = True, seek_min_gap: float = 0.5,
