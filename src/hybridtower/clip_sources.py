@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .core.errors import CheckpointError
+from .core.errors import CheckpointError, HybridTowerError
 
 SCHEMAS = ("hf-hub:", "local-dir:")
 PROBE_TIMEOUT_S = 3.0
@@ -116,19 +116,45 @@ class _DropDownloadNoise(logging.Filter):
         return not record.name.startswith(("huggingface_hub", "open_clip")) and "download" not in record.getMessage().lower()
 
 
-def _one_line(exc: BaseException, limit: int = 200) -> str:
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line, at most ``limit`` characters."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _download(fetch, what: str, page: str, advice: str, url: str | None = None) -> str:
+_one_line = one_line
+
+
+def _fetch(fetch, what: str, page: str, advice: str, url: str | None = None):
     with hub_access(url) as online:
         try:
-            return str(fetch())
+            return fetch()
+        except (ImportError, HybridTowerError):
+            raise  # a missing package, or our own error, is not a download failure
         except Exception as exc:  # huggingface_hub / urllib / open_clip raise many types; all mean "not fetched"
             host = urlparse(url or page).hostname
-            reason = f"no network? {host} is unreachable" if not online else _one_line(exc)
+            reason = f"no network? {host} is unreachable" if not online else one_line(exc)
             raise CheckpointError(f"cannot download {what} ({reason}); {advice}") from None
+
+
+def _download(fetch, what: str, page: str, advice: str, url: str | None = None) -> str:
+    return str(_fetch(fetch, what, page, advice, url))
+
+
+def is_hub_name(name: str) -> bool:
+    """Whether open_clip / transformers would look ``name`` (a tokenizer or text model) up on the Hugging Face
+    hub, rather than in a local folder."""
+    return bool(name) and not os.path.isdir(os.path.expanduser(name))
+
+
+def hf_resource(fetch, what: str, repo: str):
+    """``fetch()`` of something open_clip takes from the Hugging Face hub by name at build time (an
+    architecture's tokenizer, a Hugging Face text tower's config): from huggingface_hub's cache when the hub
+    cannot be reached (offline mode, no retries); a failure is ONE CheckpointError line saying what to do."""
+    page = f"{_hub_endpoint()}/{repo}"
+    advice = (f"build or load this model once where {urlparse(page).hostname} is reachable (huggingface_hub then "
+              "keeps it in its cache, HF_HOME), or copy that cache from a machine that has it")
+    return _fetch(fetch, what, page, advice)
 
 
 def _tag_source(arch: str, tag: str) -> WeightSource:

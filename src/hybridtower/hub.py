@@ -13,29 +13,41 @@ Hub model (``hf-hub:ORG/NAME``), a local folder laid out like one (``local-dir:P
 ``open_clip_config.json`` and weights file) or a file in any format open_clip reads (its own
 ``{"state_dict": ...}`` checkpoints, plain state dicts, safetensors, and OpenAI's original TorchScript
 archives). Downloads fail within seconds when the hub cannot be reached, with one line naming the file to
-fetch elsewhere. ``clip:ARCH`` names a Two-Tower mean-pooling (CLIP4Clip meanP) model over open_clip
+fetch elsewhere. ``clip:ARCH`` names a Two-Tower mean-pooling (CLIP4Clip meanP) model over ANY open_clip
 architecture ``ARCH`` whose config follows the open_clip one (text context; embed dim and image size come
-from the built backbone). Our checkpoints are safetensors files whose metadata holds the resolved model
-config, so ``load_model(path)`` needs no other file.
+from the built backbone). It takes one of two paths (``clip_path(ARCH)``): CLIP's ViTs and ResNets with
+CLIP's text transformer and BPE get framework ``meanp`` on hybridtower's own towers (the towers PIG,
+CLIP-ViP and X-Pool fine-tune); every other architecture (timm or Hugging Face towers, SigLIP, CoCa, EVA,
+MobileCLIP, other tokenizers) gets framework ``openclip``: open_clip's model used whole, with its own
+tokenizer and the image size / mean / std / resize mode of its weights, all recorded in the model config.
+Our checkpoints are safetensors files whose metadata holds the resolved model config, so
+``load_model(path)`` needs no other file (an ``openclip`` model whose tokenizer or text-tower config comes
+from the Hugging Face hub needs that hub's cache, or fails at once in one line saying so).
 """
 
 from __future__ import annotations
 
+import atexit
 import copy
 import dataclasses
+import hashlib
+import importlib.util
 import json
 import logging
 import os
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
 from . import __version__
-from .clip_sources import WeightSource, resolve_weights
+from .clip_sources import WeightSource, hub_access, one_line, resolve_weights
 from .core.config import to_dict
 from .core.errors import CheckpointError, ConfigError, HybridTowerError
-from .models import FRAMEWORK_CLASSES, ModelConfig, RetrievalModel, config_from_dict, preset_config
+from .models import (FRAMEWORK_CLASSES, ModelConfig, OpenClipMeanPooling, OpenClipTokenizer, RetrievalModel,
+                     config_from_dict, preset_config)
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +134,31 @@ def backbone_problem(model_cfg: dict) -> str | None:
     return "; ".join(problems) or None
 
 
-def list_clip_archs() -> list[str]:
-    """The open_clip architectures ``clip:ARCH`` can be built on (PIG and CLIP-ViP also need a ViT image tower)."""
+OPEN_CLIP = "openclip"  # the framework of open_clip models used whole (models.open_clip_tower)
+_PRIVATE_PREFIX = "hybridtower-config-"  # names under which this process registers recorded open_clip configs
+
+
+def clip_path(arch_or_cfg: str | dict) -> str:
+    """The framework ``clip:ARCH`` builds for an open_clip architecture (name or model config): ``meanp``
+    (hybridtower's own towers: CLIP ViTs / ResNets with CLIP's text transformer and BPE) or ``openclip``
+    (open_clip's model used whole: every other architecture)."""
+    model_cfg = open_clip_config(arch_or_cfg) if isinstance(arch_or_cfg, str) else arch_or_cfg
+    return "meanp" if backbone_problem(model_cfg or {}) is None else OPEN_CLIP
+
+
+def list_clip_archs(path: str | None = None) -> list[str]:
+    """The open_clip architectures ``clip:ARCH`` can be built on: all of them (open_clip's built-ins and any
+    registered). ``path="meanp"`` lists those on hybridtower's own towers (the ones PIG, CLIP-ViP and X-Pool
+    can also be fine-tuned from, PIG and CLIP-ViP needing a ViT), ``path="openclip"`` the others."""
     import open_clip
 
     _register_package_archs()
-    return [a for a in open_clip.list_models() if backbone_problem(open_clip_config(a) or {}) is None]
+    archs = [a for a in open_clip.list_models() if not a.startswith(_PRIVATE_PREFIX)]
+    if path is None:
+        return archs
+    if path not in ("meanp", OPEN_CLIP):
+        raise ValueError(f"path must be 'meanp' or {OPEN_CLIP!r}, not {path!r}")
+    return [a for a in archs if clip_path(a) == path]
 
 
 def _close(name: str, names: list[str]) -> str:
@@ -138,28 +169,33 @@ def _close(name: str, names: list[str]) -> str:
 
 
 def clip_config(arch: str, overrides: list[str] | None = None) -> ModelConfig:
-    """The ``clip:ARCH`` model: CLIP4Clip meanP (no new parameters) over open_clip architecture ``arch``,
-    its text context and activation taken from the open_clip config."""
-    import open_clip
-
+    """The ``clip:ARCH`` model: CLIP4Clip meanP (no new parameters) over open_clip architecture ``arch``, its
+    text context and activation taken from the open_clip config. Framework ``meanp`` (own towers) where
+    ``backbone_problem`` finds none, else ``openclip`` (open_clip's model whole, its config recorded in
+    ``backbone.open_clip``); the override ``framework=openclip`` takes the second path for any architecture."""
     from .core.config import apply_overrides, from_dict
 
     model_cfg = open_clip_config(arch)
     if model_cfg is None:
         raise ConfigError(f"unknown open_clip architecture {arch!r} in '{CLIP_PREFIX}{arch}'"
-                          f"{_close(arch, open_clip.list_models())}; hybridtower.hub.list_clip_archs() lists them")
-    problem = backbone_problem(model_cfg)
-    if problem:
-        raise ConfigError(f"'{CLIP_PREFIX}{arch}' is not supported: {problem} (hybridtower.hub.list_clip_archs() "
-                          "lists the supported architectures: CLIP's ViTs and ResNets)")
+                          f"{_close(arch, list_clip_archs())}; hybridtower.hub.list_clip_archs() lists them")
+    framework = clip_path(model_cfg)
     data = {
-        "framework": "meanp",
+        "framework": framework,
         "name": f"{CLIP_PREFIX}{arch}",
         "backbone": {"arch": arch, "quick_gelu": bool(model_cfg.get("quick_gelu", False))},
         "text_context_length": int(model_cfg.get("text_cfg", {}).get("context_length", 77)),
     }
-    cfg = from_dict(ModelConfig, data, where=f"{CLIP_PREFIX}{arch}")
-    return apply_overrides(cfg, overrides).validate()
+    if framework == OPEN_CLIP:
+        data["backbone"]["open_clip"] = model_cfg
+    cfg = apply_overrides(from_dict(ModelConfig, data, where=f"{CLIP_PREFIX}{arch}"), overrides)
+    if cfg.framework == OPEN_CLIP and not cfg.backbone.open_clip:
+        cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, open_clip=model_cfg))
+    problem = backbone_problem(model_cfg)
+    if cfg.framework != OPEN_CLIP and problem:
+        raise ConfigError(f"'{CLIP_PREFIX}{arch}' cannot be a {cfg.framework} model: {problem} (hybridtower's own "
+                          f"towers need CLIP's; '{CLIP_PREFIX}{arch}' alone builds it as framework '{OPEN_CLIP}')")
+    return cfg.validate()
 
 
 def _arch_checker(arch: str):
@@ -167,13 +203,11 @@ def _arch_checker(arch: str):
     be of architecture ``arch`` (activation aside)."""
 
     def check(model_cfg: dict, description: str) -> None:
-        import open_clip
-
         own = open_clip_config(arch)
         theirs = _normalised(model_cfg)
         if own is not None and _normalised(own) == theirs:
             return
-        same = [a for a in open_clip.list_models() if _normalised(open_clip_config(a) or {}) == theirs]
+        same = [a for a in list_clip_archs() if _normalised(open_clip_config(a) or {}) == theirs]
         hint = (f"it is a {same[0]} model: use a {same[0]} model, e.g. '{CLIP_PREFIX}{same[0]}'" if same
                 else "no open_clip built-in architecture has its config")
         raise CheckpointError(f"{description} does not fit architecture {arch}: {hint}")
@@ -187,21 +221,16 @@ def weight_source(arch: str, pretrained: str | None) -> WeightSource | None:
 
     _register_package_archs()
     if arch not in open_clip.list_models():
-        raise ConfigError(f"unknown open_clip architecture {arch!r}{_close(arch, open_clip.list_models())}")
+        raise ConfigError(f"unknown open_clip architecture {arch!r}{_close(arch, list_clip_archs())}")
     return resolve_weights(arch, str(pretrained), _arch_checker(arch)) if pretrained else None
 
 
-def load_clip(arch: str, pretrained: str | WeightSource | None = None, quick_gelu: bool = True, *,
-              device: str | None = None):
-    """An open_clip CLIP model of architecture ``arch`` with weights from ``pretrained`` (an open_clip tag,
-    ``hf-hub:ORG/NAME``, ``local-dir:PATH``, a weights file, or None) and its preprocessing dict
-    (image_size, mean, std). ``device="meta"`` (no weights only) builds it without memory or random init."""
+def _open_clip_model(name: str, source: WeightSource | None, quick_gelu: bool, device: str | None = None,
+                     **extra):
+    """open_clip's model of registered architecture ``name`` (float32), weights from ``source`` or none."""
     import open_clip
 
-    source = pretrained if isinstance(pretrained, WeightSource) else weight_source(arch, pretrained)
-    if device == "meta" and source is not None:
-        raise ValueError("load_clip(device='meta') builds an empty model: pass no weights")
-    kwargs = dict(force_quick_gelu=quick_gelu)
+    kwargs = dict(force_quick_gelu=quick_gelu, **extra)
     if device is not None:
         kwargs["device"] = device
     if source is not None and source.preprocess:
@@ -209,7 +238,7 @@ def load_clip(arch: str, pretrained: str | WeightSource | None = None, quick_gel
     try:
         if source is not None and _is_torchscript(source.file):
             # OpenAI's original release is a TorchScript archive: take its state dict, same keys as open_clip
-            clip = _create_quiet(arch, kwargs)
+            clip = _create_quiet(name, kwargs)
             state = torch.jit.load(source.file, map_location="cpu").state_dict()
             persistent = set(clip.state_dict())
             for key in ["input_resolution", "context_length", "vocab_size"] + [n for n, _ in clip.named_buffers()]:
@@ -217,14 +246,31 @@ def load_clip(arch: str, pretrained: str | WeightSource | None = None, quick_gel
                     state.pop(key, None)  # metadata and non-persistent buffers (the causal mask)
             clip.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
         elif source is not None:
-            clip = open_clip.create_model(arch, pretrained=source.file, **kwargs)
+            clip = open_clip.create_model(name, pretrained=source.file, **kwargs)
         else:
-            clip = _create_quiet(arch, kwargs)
+            clip = _create_quiet(name, kwargs)
     except ImportError as exc:
-        raise ConfigError(f"architecture {arch} needs a package that is not installed: {exc}") from exc
+        raise ConfigError(f"architecture {name} needs a package that is not installed: {exc}") from exc
     except (RuntimeError, KeyError, ValueError, OSError, AssertionError) as exc:
+        if "pip install transformers" in str(exc):  # open_clip's word for a Hugging Face text tower
+            raise ConfigError(f"architecture {name} has a Hugging Face text tower: pip install transformers") from exc
         what = source.description if source else "no weights"
-        raise CheckpointError(f"cannot load CLIP weights {what!r} into {arch}: {exc}") from exc
+        raise CheckpointError(f"cannot load CLIP weights {what!r} into {name}: {one_line(exc)}") from exc
+    return clip.float()
+
+
+def load_clip(arch: str, pretrained: str | WeightSource | None = None, quick_gelu: bool = True, *,
+              device: str | None = None):
+    """An open_clip CLIP model of architecture ``arch`` with weights from ``pretrained`` (an open_clip tag,
+    ``hf-hub:ORG/NAME``, ``local-dir:PATH``, a weights file, or None) and its preprocessing dict
+    (image_size, mean, std) for hybridtower's own towers. ``device="meta"`` (no weights only) builds it
+    without memory or random init."""
+    import open_clip
+
+    source = pretrained if isinstance(pretrained, WeightSource) else weight_source(arch, pretrained)
+    if device == "meta" and source is not None:
+        raise ValueError("load_clip(device='meta') builds an empty model: pass no weights")
+    clip = _open_clip_model(arch, source, quick_gelu, device)
     visual = clip.visual
     size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
     pre = getattr(visual, "preprocess_cfg", {}) or {}
@@ -235,7 +281,159 @@ def load_clip(arch: str, pretrained: str | WeightSource | None = None, quick_gel
         "resize_mode": "squash",
         "interpolation": "bicubic",
     }
-    return clip.float(), preprocess
+    return clip, preprocess
+
+
+# ----- framework "openclip": open_clip's model used whole -----
+
+_private_dir: Path | None = None
+_tokenizers: dict = {}  # (open_clip name, text config, context length) -> open_clip tokenizer
+
+
+def _canonical(model_cfg: dict, quick_gelu: bool) -> str:
+    data = copy.deepcopy(model_cfg)
+    data["quick_gelu"] = bool(quick_gelu or data.get("quick_gelu", False))
+    return json.dumps(data, sort_keys=True)
+
+
+def _register_config(model_cfg: dict, quick_gelu: bool) -> str:
+    """A name under which open_clip knows ``model_cfg`` (with ``quick_gelu``) in this process: a private name
+    registered from a file in a temporary folder that lives as long as the process (open_clip rescans its
+    config files whenever one is added, so the file must stay)."""
+    global _private_dir
+    import open_clip
+
+    text = _canonical(model_cfg, quick_gelu)
+    name = _PRIVATE_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:16]
+    if open_clip.get_model_config(name) is None:
+        if _private_dir is None:
+            _private_dir = Path(tempfile.mkdtemp(prefix="hybridtower-open-clip-"))
+            atexit.register(shutil.rmtree, _private_dir, True)
+        path = _private_dir / f"{name}.json"
+        path.write_text(text, encoding="utf-8")
+        open_clip.add_model_config(path)
+    return name
+
+
+def _open_clip_name(cfg: ModelConfig, part: str | None = None) -> str:
+    """The open_clip name to build ``cfg``'s model (or, ``part="text_cfg"``, its tokenizer) from: the
+    architecture's own name where open_clip's config of it equals the recorded one (on ``part`` alone when
+    given), else a private name registered for the recorded config."""
+    recorded = cfg.backbone.open_clip
+    own = open_clip_config(cfg.backbone.arch)
+    if own is not None:
+        if part is not None and own.get(part, {}) == recorded.get(part, {}):
+            return cfg.backbone.arch
+        if _canonical(own, cfg.backbone.quick_gelu) == _canonical(recorded, cfg.backbone.quick_gelu):
+            return cfg.backbone.arch
+    return _register_config(recorded, cfg.backbone.quick_gelu)
+
+
+def hub_names(model_cfg: dict) -> dict[str, str]:
+    """What building an open_clip model of ``model_cfg`` takes from the Hugging Face hub by name:
+    ``{"tokenizer": repo}`` (a Hugging Face tokenizer) and/or ``{"text_tower": repo}`` (a Hugging Face text
+    model's config). Local folders are not hub names; CLIP's BPE ships with open_clip."""
+    from .clip_sources import is_hub_name
+
+    text = model_cfg.get("text_cfg", {})
+    out = {}
+    if is_hub_name(text.get("hf_tokenizer_name", "")):
+        out["tokenizer"] = text["hf_tokenizer_name"]
+    if is_hub_name(text.get("hf_model_name", "")):
+        out["text_tower"] = text["hf_model_name"]
+    return out
+
+
+def open_clip_tokenizer(cfg: ModelConfig) -> OpenClipTokenizer:
+    """open_clip's tokenizer of an ``openclip`` model config. A Hugging Face tokenizer comes from
+    huggingface_hub's cache when the hub cannot be reached; when it is not there either, ONE line says so
+    within seconds (CheckpointError); a missing ``transformers`` package is a ConfigError naming it."""
+    import open_clip
+
+    _register_package_archs()
+    name = _open_clip_name(cfg, "text_cfg")
+    limit = int(cfg.backbone.open_clip.get("text_cfg", {}).get("context_length", 77))
+    if cfg.text_context_length > limit:
+        raise ConfigError(f"text_context_length {cfg.text_context_length} exceeds the {limit} tokens of the "
+                          f"{cfg.backbone.arch} text tower")
+    repo = hub_names(cfg.backbone.open_clip).get("tokenizer")
+
+    key = (name, json.dumps(cfg.backbone.open_clip.get("text_cfg", {}), sort_keys=True), cfg.text_context_length)
+    if key in _tokenizers:  # stateless, and open_clip's CLIP BPE takes seconds to read
+        return OpenClipTokenizer(_tokenizers[key], cfg.text_context_length)
+
+    def build():
+        return open_clip.get_tokenizer(name, context_length=cfg.text_context_length)
+
+    needs_hf = repo is not None or "hf_tokenizer_name" in cfg.backbone.open_clip.get("text_cfg", {})
+    if needs_hf and importlib.util.find_spec("transformers") is None:
+        raise ConfigError(f"the tokenizer of {cfg.backbone.arch} is a Hugging Face tokenizer: pip install transformers")
+    try:
+        if repo is None:
+            tok = build()
+        else:
+            from .clip_sources import hf_resource
+
+            tok = hf_resource(build, f"the tokenizer of {cfg.backbone.arch} ({repo})", repo)
+    except ImportError as exc:
+        raise ConfigError(f"the tokenizer of {cfg.backbone.arch} needs a package that is not installed: "
+                          f"{one_line(exc)}") from exc
+    _tokenizers[key] = tok
+    return OpenClipTokenizer(tok, cfg.text_context_length)
+
+
+def _open_clip_preprocess(clip, recorded: dict | None = None) -> dict:
+    """The frame preprocessing of an open_clip model (its weights' size, mean, std, resize mode and
+    interpolation, as open_clip's own ``image_transform`` would use them), checked against what
+    hybridtower's frame pipeline implements."""
+    import open_clip
+
+    from .encode import preprocess_from_dict
+
+    if recorded:
+        out = dict(recorded)
+    else:
+        pre = getattr(clip.visual, "preprocess_cfg", {}) or {}
+        size = pre.get("size") or getattr(clip.visual, "image_size", 224)
+        out = {
+            "image_size": int(size[0] if isinstance(size, (tuple, list)) else size),
+            "mean": [float(x) for x in pre.get("mean", open_clip.OPENAI_DATASET_MEAN)],
+            "std": [float(x) for x in pre.get("std", open_clip.OPENAI_DATASET_STD)],
+            "resize_mode": str(pre.get("resize_mode", "shortest")),
+            "interpolation": str(pre.get("interpolation", "bicubic")),
+        }
+    preprocess_from_dict(out)  # a resize mode / interpolation the frame pipeline lacks is a ConfigError now
+    return out
+
+
+def _build_open_clip(cfg: ModelConfig, source: WeightSource | None, tokenizer: OpenClipTokenizer | None = None,
+                     device: str | None = None) -> RetrievalModel:
+    """An ``openclip`` model: the tokenizer first (it may fail fast without network), then open_clip's model of
+    the recorded config with weights from ``source`` (or none), then its preprocessing, recorded in the
+    returned model's config."""
+    tokenizer = tokenizer or open_clip_tokenizer(cfg)
+    name = _open_clip_name(cfg)
+    extra = {}
+    repo = hub_names(cfg.backbone.open_clip).get("text_tower")
+    if "hf_model_name" in cfg.backbone.open_clip.get("text_cfg", {}):
+        extra["pretrained_hf"] = False  # never fetch the text tower's own pretrained weights: ours replace them
+    if repo is None:
+        clip = _open_clip_model(name, source, cfg.backbone.quick_gelu, device, **extra)
+    else:  # open_clip reads the Hugging Face text model's config by name: fetch (or find cached) it first
+        from .clip_sources import hf_resource
+
+        try:
+            from transformers import AutoConfig
+        except ImportError as exc:
+            raise ConfigError(f"architecture {cfg.backbone.arch} has a Hugging Face text tower: pip install "
+                              f"transformers ({one_line(exc)})") from exc
+        hf_resource(lambda: AutoConfig.from_pretrained(repo), f"the text-tower config of {cfg.backbone.arch} "
+                    f"({repo})", repo)
+        with hub_access():  # cached now: offline mode when the hub cannot be reached, so no retries
+            clip = _open_clip_model(name, source, cfg.backbone.quick_gelu, device, **extra)
+    preprocess = _open_clip_preprocess(clip, cfg.backbone.preprocess if source is None else None)
+    cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, preprocess=preprocess))
+    return OpenClipMeanPooling(cfg, clip, preprocess, tokenizer)
 
 
 def resolve_config(model: str | ModelConfig | dict, overrides: list[str] | None = None) -> ModelConfig:
@@ -278,29 +476,40 @@ def create_model(
     if device is not None:
         raise ValueError(f"create_model builds on the CPU or (device='meta') empty, not on {device!r}: "
                          "call .to(device) on the model")
-    source = weight_source(cfg.backbone.arch, pretrained)
+    return _create(cfg, pretrained)
+
+
+def _create(cfg: ModelConfig, pretrained: str | None, tokenizer: OpenClipTokenizer | None = None) -> RetrievalModel:
+    if cfg.framework == OPEN_CLIP and not pretrained:
+        source = None  # the recorded config is enough: the architecture need not be registered here
+    else:
+        source = weight_source(cfg.backbone.arch, pretrained)
     if source is not None and source.quick_gelu is not None and source.quick_gelu != cfg.backbone.quick_gelu:
         log.info("backbone.quick_gelu=%s: the activation %s was trained with", source.quick_gelu, source.description)
         cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, quick_gelu=source.quick_gelu))
+    if cfg.framework == OPEN_CLIP:
+        return _build_open_clip(cfg, source, tokenizer)
     clip, preprocess = load_clip(cfg.backbone.arch, source, cfg.backbone.quick_gelu)
     net = FRAMEWORK_CLASSES[cfg.framework](cfg, clip, preprocess)
     return net
 
 
-def _build_empty(cfg: ModelConfig) -> RetrievalModel:
+def _build_empty(cfg: ModelConfig, tokenizer: OpenClipTokenizer | None = None) -> RetrievalModel:
     """The model of ``cfg`` with every tensor on the meta device (shapes and dtypes only: no memory, no random
     init)."""
     with torch.device("meta"):
+        if cfg.framework == OPEN_CLIP:
+            return _build_open_clip(cfg, None, tokenizer, device="meta")
         clip, preprocess = load_clip(cfg.backbone.arch, None, cfg.backbone.quick_gelu, device="meta")
         return FRAMEWORK_CLASSES[cfg.framework](cfg, clip, preprocess)
 
 
-def _empty_model(cfg: ModelConfig) -> RetrievalModel | None:
+def _empty_model(cfg: ModelConfig, tokenizer: OpenClipTokenizer | None = None) -> RetrievalModel | None:
     """``_build_empty(cfg)``, or None when the model cannot be built on the meta device (the caller then
     builds it normally)."""
     try:
-        return _build_empty(cfg)
-    except (RuntimeError, NotImplementedError, TypeError, ValueError, HybridTowerError) as exc:
+        return _build_empty(cfg, tokenizer)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError, AttributeError, HybridTowerError) as exc:
         log.debug("building %s on the meta device failed (%s); building it normally", cfg.name, exc)
         return None
 
@@ -314,6 +523,26 @@ def _meta_tensors(model: torch.nn.Module) -> list[str]:
                    **{k: v for k, v in vars(module).items() if isinstance(v, torch.Tensor)}}
         out += [f"{prefix}.{k}".lstrip(".") for k, v in tensors.items() if v is not None and v.is_meta]
     return out
+
+
+def _rebuild_causal_masks(model: torch.nn.Module, names: list[str]) -> list[str]:
+    """Fill open_clip's non-persistent ``attn_mask`` buffers (always the causal mask: -inf above the diagonal,
+    which open_clip builds at init and no checkpoint holds) left on the meta device; the other names."""
+    left = []
+    for name in names:
+        owner_name, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(owner_name) if owner_name else model
+        mask = getattr(owner, leaf, None)
+        if leaf == "attn_mask" and type(owner).__module__.startswith("open_clip") and mask is not None \
+                and mask.dim() == 2 and mask.shape[0] == mask.shape[1]:
+            built = torch.full(tuple(mask.shape), float("-inf"), dtype=mask.dtype).triu_(1)
+            if leaf in owner._buffers:
+                owner._buffers[leaf] = built
+            else:
+                setattr(owner, leaf, built)
+        else:
+            left.append(name)
+    return left
 
 
 def _shares_tensors(model: torch.nn.Module) -> bool:
@@ -381,10 +610,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Retrieva
     path = resolve_checkpoint_path(path)
     meta = read_checkpoint_metadata(path)
     cfg = config_from_dict(json.loads(meta[CONFIG_KEY]))
-    model = _empty_model(cfg)
+    # an openclip model's tokenizer first: the one part that may need the network fails before any build
+    tokenizer = open_clip_tokenizer(cfg) if cfg.framework == OPEN_CLIP else None
+    model = _empty_model(cfg, tokenizer)
     empty = model is not None
     if not empty:
-        model = create_model(cfg, pretrained=None)
+        model = _create(cfg, None, tokenizer)
     state = load_file(str(path), device="cpu")
     own = model.state_dict()
     missing, unexpected = _diff_keys(own, state)
@@ -398,12 +629,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Retrieva
         raise CheckpointError(f"{path}: shape mismatch for {bad[:5]} (checkpoint made for another config?)")
     if empty and not _shares_tensors(model):
         model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True, assign=True)
-        left = _meta_tensors(model)
+        left = _rebuild_causal_masks(model, _meta_tensors(model))
         if not left:
             return model.to(device).eval()
         log.debug("%s: tensors %s are not in the checkpoint; building the model normally", path, left[:5])
     if empty:
-        model = create_model(cfg, pretrained=None)
+        model = _create(cfg, None, tokenizer)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
 

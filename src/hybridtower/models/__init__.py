@@ -1,17 +1,21 @@
-"""Model library: PIG and the Two-Tower / Single-Tower baselines behind one interface (see ``base``).
+"""Model library: PIG and the Two-Tower / Single-Tower baselines behind one interface (see ``base``), and a
+Two-Tower meanP over any open_clip model used whole (``open_clip_tower``).
 
 Models know nothing about files: ``hybridtower.hub`` builds them from presets, CLIP weights and checkpoints.
 """
 
 from .base import ModelOutput, RetrievalModel
 from .config import FRAMEWORKS, SIZES, ModelConfig, config_from_dict, list_presets, preset_config
+from .open_clip_tower import OpenClipMeanPooling, OpenClipTokenizer
 from .pig import PIG
 from .two_tower import ClipVip, MeanPooling
 from .xpool import XPool
 
-FRAMEWORK_CLASSES = {"pig": PIG, "meanp": MeanPooling, "clipvip": ClipVip, "xpool": XPool}
+FRAMEWORK_CLASSES = {"pig": PIG, "meanp": MeanPooling, "clipvip": ClipVip, "xpool": XPool,
+                     "openclip": OpenClipMeanPooling}
 
 __all__ = [
     "FRAMEWORKS", "FRAMEWORK_CLASSES", "SIZES", "ModelConfig", "ModelOutput", "RetrievalModel", "PIG",
-    "MeanPooling", "ClipVip", "XPool", "config_from_dict", "list_presets", "preset_config",
+    "MeanPooling", "ClipVip", "XPool", "OpenClipMeanPooling", "OpenClipTokenizer", "config_from_dict", "list_presets",
+    "preset_config",
 ]

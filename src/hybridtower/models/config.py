@@ -5,6 +5,9 @@ Frameworks:
     ``meanp``    Two-Tower CLIP4Clip meanP: mean of per-frame CLIP image features.
     ``clipvip``  Two-Tower CLIP-ViP: the video-CLS output of the video-proxy encoder.
     ``xpool``    Single-Tower X-Pool: the real text query attends over per-frame CLIP features (re-rank only).
+    ``openclip`` Two-Tower meanP through open_clip's own model (``encode_image`` / ``encode_text`` and its
+                 tokenizer): ``clip:ARCH`` for the open_clip architectures whose towers hybridtower's own
+                 modules cannot take (timm or Hugging Face towers, SigLIP, CoCa, other tokenizers). No preset.
 
 Variant: ``pig-m4-{size}`` is PIG-M (a step past the paper, opt-in): ``num_pseudo_queries = 4`` pseudo-queries
 per video, one per temporal segment, each fused into its own stored vector; a query scores a video by
@@ -25,10 +28,12 @@ from dataclasses import dataclass, field
 from ..core.config import apply_overrides, from_dict
 from ..core.errors import ConfigError
 
-FRAMEWORKS = ("pig", "meanp", "clipvip", "xpool")
+FRAMEWORKS = ("pig", "meanp", "clipvip", "xpool", "openclip")
+PRESET_FRAMEWORKS = ("pig", "meanp", "clipvip", "xpool")  # the ones with ``{framework}-{size}`` presets
 EVAL_SAMPLINGS = ("auto", "middle", "linspace")
 # what "auto" means per framework: each framework's own release (docs/method-decisions.md)
-_EVAL_SAMPLING_AUTO = {"pig": "linspace", "clipvip": "linspace", "meanp": "middle", "xpool": "middle"}
+_EVAL_SAMPLING_AUTO = {"pig": "linspace", "clipvip": "linspace", "meanp": "middle", "xpool": "middle",
+                       "openclip": "middle"}
 SIZES = ("vit-b-32", "vit-b-16", "tiny")
 
 
@@ -36,6 +41,11 @@ SIZES = ("vit-b-32", "vit-b-16", "tiny")
 class BackboneConfig:
     arch: str = "ViT-B-32"  # open_clip architecture name (built-in, or ``hybridtower-tiny``)
     quick_gelu: bool = True  # OpenAI CLIP weights were trained with QuickGELU
+    # framework "openclip" only: the open_clip model config the model is built from (recorded so that a
+    # checkpoint rebuilds the same model wherever ``arch`` is unknown or differs) and the frame
+    # preprocessing its weights expect (image_size, mean, std, resize_mode, interpolation); empty = none
+    open_clip: dict = field(default_factory=dict)
+    preprocess: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -93,6 +103,10 @@ class ModelConfig:
     logit_scale_init: float = 4.6052  # ln(100), as in CLIP / the release
     logit_scale_max: float = 5.2983  # clamp at ln(200)
 
+    # fields added after indexes were first built, with the value that reproduces the old behaviour: left out
+    # of ``core.config.config_hash`` while they hold it, so existing indexes keep matching their checkpoints
+    HASH_NEUTRAL = {"fusion.enabled": True, "backbone.open_clip": {}, "backbone.preprocess": {}}
+
     def validate(self) -> "ModelConfig":
         if self.framework not in FRAMEWORKS:
             raise ConfigError(f"unknown framework {self.framework!r}; choose one of {FRAMEWORKS}")
@@ -116,6 +130,9 @@ class ModelConfig:
             raise ConfigError(f"video.eval_sampling must be one of {EVAL_SAMPLINGS}, got {self.video.eval_sampling!r}")
         if self.fusion.num_heads < 1:
             raise ConfigError("fusion.num_heads must be >= 1")
+        if self.framework == "openclip" and not self.backbone.open_clip:
+            raise ConfigError("framework 'openclip' needs backbone.open_clip (the open_clip model config): "
+                              "build it with hybridtower.create_model('clip:ARCH')")
         return self
 
     def resolved_eval_sampling(self, override: str | None = None) -> str:
@@ -152,7 +169,7 @@ VARIANTS = {
 
 
 def list_presets() -> list[str]:
-    return [f"{fw}-{size}" for fw in FRAMEWORKS for size in SIZES] + [f"{v}-{size}" for v in VARIANTS for size in SIZES]
+    return [f"{fw}-{size}" for fw in PRESET_FRAMEWORKS for size in SIZES] + [f"{v}-{size}" for v in VARIANTS for size in SIZES]
 
 
 def _parse_preset(name: str) -> tuple[str, str, dict]:
@@ -166,7 +183,7 @@ def _parse_preset(name: str) -> tuple[str, str, dict]:
 def preset_config(name: str, overrides: list[str] | None = None) -> ModelConfig:
     """The config of preset ``name`` (e.g. ``pig-vit-b-32``), with ``key=value`` overrides applied."""
     framework, size, variant = _parse_preset(name)
-    if framework not in FRAMEWORKS or size not in _SIZE_DEFAULTS:
+    if framework not in PRESET_FRAMEWORKS or size not in _SIZE_DEFAULTS:
         raise ConfigError(f"unknown model preset {name!r}; available: {', '.join(list_presets())}")
     data = {"framework": framework, "name": name, **_SIZE_DEFAULTS[size], **_FRAMEWORK_DEFAULTS.get(framework, {}),
             **variant}
