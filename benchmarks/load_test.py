@@ -223,8 +223,14 @@ async def run_load(base: str, clients: int, requests: int, duration: float, k: i
     url = urlsplit(base)
     conns = [Connection(url.hostname, url.port, timeout) for _ in range(clients)]
 
-    async def warm(conn):  # one untimed search per connection (opens it)
-        await conn.get("/search?" + urlencode({"q": make_query(rng), "k": k}))
+    warm_errors: list[str] = []
+
+    async def warm(conn):  # one untimed search per connection (opens it); a failure is reported, not fatal
+        try:
+            await conn.get("/search?" + urlencode({"q": make_query(rng), "k": k}))
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            warm_errors.append(f"{type(exc).__name__}: {exc}")
+            await conn.close()  # the timed run opens it again
 
     await asyncio.gather(*(warm(c) for c in conns))
     # The generator's own full garbage collections would stall all its clients at once and count as server
@@ -274,6 +280,7 @@ async def run_load(base: str, clients: int, requests: int, duration: float, k: i
         "throughput_rps": round(done / wall, 2) if wall > 0 else None,
         "errors": len(errors),
         "error_examples": errors[:5],
+        "warm_up_errors": len(warm_errors),
         "status_counts": status_counts,
         "index_videos": health.get("videos"),
         "model": health.get("model_name"),
