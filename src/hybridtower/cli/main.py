@@ -62,7 +62,7 @@ COMMANDS: dict[str, Command] = {
                                               "benchmark's 'OpenAI CLIP')"),
     "reproduce": Command("reproduce", "reproduce the framework comparison on the synthetic benchmark (CPU, one "
                                       "command)"),
-    "search": Command("search", "search an index built by `hybridtower index` with a text query"),
+    "search": Command("search", "search an index built by `hybridtower index` with a text query, an image or an example video"),
     "serve": Command("serve", "serve an index over HTTP: JSON search API, video files, thumbnails and a web page"),
     "synth": Command("synth", "generate the synthetic benchmark (videos + captions + images)"),
     "train": Command("train", "train PIG or a baseline (meanp, clipvip, xpool) on a dataset; torchrun for several "

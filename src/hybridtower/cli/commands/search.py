@@ -8,7 +8,7 @@ import json
 import sys
 
 # the one-line help is also in cli/main.py's COMMANDS table (tests/test_cli_startup.py compares them)
-HELP = "search an index built by `hybridtower index` with a text query"
+HELP = "search an index built by `hybridtower index` with a text query, an image or an example video"
 DESCRIPTION = """\
 Rank the indexed videos for one query, given as exactly one of:
   QUERY          text describing the video you look for;
