@@ -228,6 +228,7 @@ def test_cli_process_without_network_prints_no_retry_lines(tmp_path):
     env.update(HF_ENDPOINT=CLOSED_ENDPOINT, HF_HUB_CACHE=str(tmp_path / "cache"), HF_HOME=str(tmp_path / "home"))
     code = (
         "import time, sys\n"
+        "import open_clip  # its import (seconds on a busy machine) is not what is timed\n"
         "from hybridtower import hub\n"
         "from hybridtower.core.errors import CheckpointError\n"
         "t0 = time.monotonic()\n"
