@@ -8,11 +8,24 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 
 import pytest
 
 from test_service_real import make_checkpoint
+
+
+def _has_long_videos() -> bool:
+    try:
+        from hybridtower.data.synthetic.long import write_long_video  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+LONG = _has_long_videos()  # the demo adds one long synthetic video (a moment result) when it can
+WINDOWS = "window" in __import__("hybridtower.index", fromlist=["IndexOptions"]).IndexOptions.__dataclass_fields__
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +48,21 @@ def test_demo_serves_page_then_stops_cleanly(ckpt, tmp_path):
             if m:
                 base = m.group(1)
                 with urllib.request.urlopen(base + "/healthz", timeout=20) as r:
-                    assert json.load(r)["videos"] == 12
+                    assert json.load(r)["videos"] == 12 + LONG
                 with urllib.request.urlopen(base + "/search?q=a%20red%20circle&k=3", timeout=20) as r:
                     assert len(json.load(r)["hits"]) == 3
+                if LONG:  # the long video's caption: its hit names a moment (with windows)
+                    caption = json.loads((out / "long.json").read_text())["caption"]
+                    q = urllib.parse.urlencode({"q": caption, "k": 13})
+                    with urllib.request.urlopen(base + "/search?" + q, timeout=20) as r:
+                        hit = next(h for h in json.load(r)["hits"] if h["name"] == "long-demo.mp4")
+                    if WINDOWS:
+                        assert hit["start"] is not None and 0 < hit["end"] - hit["start"] <= 60, hit
                 with urllib.request.urlopen(base + "/", timeout=20) as r:
                     assert b"hybridtower demo" in r.read()
                 proc.send_signal(signal.SIGINT)
                 break
-        rest, _ = proc.communicate(timeout=30)
+        rest, _ = proc.communicate(timeout=120)  # interpreter shutdown needs ~2 s of CPU: slow on a loaded machine
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -51,11 +71,18 @@ def test_demo_serves_page_then_stops_cleanly(ckpt, tmp_path):
     assert proc.returncode == 0, text + rest
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert step in text
-    assert "$ hybridtower synth" in text and "12 videos (12 encoded" in text
+    n = 12 + LONG
+    assert "$ hybridtower synth" in text and f"{n} videos ({n} encoded" in text
     assert len(re.findall(r"^  \"", text, flags=re.M)) == 2  # two example queries
-    assert len(re.findall(r"^    [123]\. [+-]\d\.\d{3}  video\d+\.\w+", text, flags=re.M)) == 6
+    assert len(re.findall(r"^    [123]\. [+-]\d\.\d{3}  (video\d+|long-demo)\.\w+", text, flags=re.M)) == 6
     summary = json.loads((out / "demo_summary.json").read_text())
-    assert summary["videos"] == 12 and summary["captions"] >= 2 and 0 <= summary["R@1"] <= summary["R@5"] <= 100
+    if LONG:  # the moment result: the long video's line with its time range
+        assert "moment: \"" in text and "long-demo.mp4" in text
+        m = summary["moment"]
+        assert m["caption"] and m["event_start"] < m["event_end"] and m["rank"] >= 1
+        if WINDOWS:
+            assert re.search(r"\) [+-]\d\.\d{3}  long-demo\.mp4  \d+:\d\d-\d+:\d\d  <- ", text), text
+    assert summary["videos"] == 12 + LONG and summary["captions"] >= 2 and 0 <= summary["R@1"] <= summary["R@5"] <= 100
 
 
 def test_demo_shipped_checkpoint_and_reuse(ckpt, tmp_path, monkeypatch, capsys):
@@ -73,7 +100,7 @@ def test_demo_shipped_checkpoint_and_reuse(ckpt, tmp_path, monkeypatch, capsys):
     assert "the shipped tiny PIG" in text and "--seed 3" in text  # the recipe that made it is shown
     assert "--videos 10" in text and "--seed 3" in text.split("[2/5]")[0]  # its data recipe is used
     assert "hybridtower serve" in text and "web page:" not in text
-    assert json.loads((out / "demo_summary.json").read_text())["videos"] == 10
+    assert json.loads((out / "demo_summary.json").read_text())["videos"] == 10 + LONG
     assert main(argv) == 0  # a second run reuses everything
     text = capsys.readouterr().out
     assert "reusing" in text and "up to date" in text and "$ hybridtower synth" not in text

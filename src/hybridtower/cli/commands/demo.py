@@ -2,14 +2,18 @@
 
 Steps (each reuses the previous run's output in ``--out`` when it is there, so a second run is quick):
 
-1. ``hybridtower synth OUT/data`` - a small synthetic collection (real video files + captions + images);
+1. ``hybridtower synth OUT/data`` - a small synthetic collection (real video files + captions + images),
+   plus one long synthetic video ``OUT/long/long-demo.mp4`` (``write_long_video``) whose described event
+   sits in one time range;
 2. a checkpoint (:func:`demo_checkpoint`): ``--checkpoint`` if given, else the one shipped in the package
    (``hybridtower/assets/demo-pig-tiny.safetensors``, with the commands and seed that made it in
    ``demo-pig-tiny.json``), else trained on the spot with this project's own commands
    (``pretrain-clip`` on the images, then ``train --model pig-tiny``), printed before they run;
-3. ``hybridtower index OUT/data/videos --checkpoint CKPT --out OUT/index``;
+3. ``hybridtower index OUT/data/videos OUT/long --checkpoint CKPT --out OUT/index`` (the long video is
+   indexed as moment windows);
 4. a few example queries (held-out test captions) with their top results, and text-to-video R@1/R@5
-   of every test caption against the whole collection;
+   of every test caption against the whole collection; then the long video's caption, whose result
+   names the moment (start-end) where it matched;
 5. ``hybridtower serve OUT/index`` on 127.0.0.1 (or, with ``--no-serve``, the command to start it).
 """
 
@@ -19,6 +23,7 @@ import argparse
 import json
 import shlex
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +41,8 @@ the spot takes several minutes (see docs/service.md).
 """
 
 ASSET_NAME = "demo-pig-tiny"
+LONG_NAME = "long-demo.mp4"
+LONG_VIDEO = {"duration_s": 150.0, "event_start_s": 90.0, "event_end_s": 115.0, "seed": 0}  # seconds
 
 
 @dataclass
@@ -127,6 +134,40 @@ def make_collection(data: Path, recipe: DemoRecipe, progress: bool) -> None:
     _cmd(argv)
 
 
+def make_long_video(out: Path) -> dict | None:
+    """``OUT/long/long-demo.mp4``: a long synthetic video with one described event (None when this
+    installation has no ``write_long_video``). Reused when its recorded recipe matches."""
+    try:
+        from ...data.synthetic.long import write_long_video
+    except ImportError:
+        _say("      (no long synthetic video: this installation has no data.synthetic.long)")
+        return None
+    folder = out / "long"
+    meta_path = out / "long.json"
+    video = folder / LONG_NAME
+    if video.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("recipe") == LONG_VIDEO:
+            _say(f"      long video: reusing {video}")
+            return meta
+    folder.mkdir(parents=True, exist_ok=True)
+    info = write_long_video(video, **LONG_VIDEO)
+    meta = {"recipe": LONG_VIDEO, "caption": info["caption"], "event_start": float(info["event_start"]),
+            "event_end": float(info["event_end"]), "duration": float(info.get("duration", LONG_VIDEO["duration_s"]))}
+    from ...core.io import atomic_write_json
+
+    atomic_write_json(meta_path, meta)
+    _say(f"      long video: {video.name}, {meta['duration']:.0f} s, \"{meta['caption']}\" at "
+         f"{_clock(meta['event_start'])}-{_clock(meta['event_end'])}")
+    return meta
+
+
+def _clock(seconds) -> str:
+    t = int(seconds)
+    h, m, sec = t // 3600, (t // 60) % 60, t % 60
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
 def train_checkpoint(out: Path, data: Path, recipe: DemoRecipe, progress: bool) -> Path:
     """Pretrain the tiny CLIP on the synthetic images, then train pig-tiny on the clips (this project's commands)."""
     run_dir = out / "pig-tiny"
@@ -189,18 +230,21 @@ def demo_checkpoint(args, out: Path, data: Path, recipe: DemoRecipe, shipped: bo
     return train_checkpoint(out, data, recipe, not args.no_progress)
 
 
-def build_demo_index(ckpt: Path, data: Path, index_dir: Path, progress: bool):
+def build_demo_index(ckpt: Path, data: Path, index_dir: Path, progress: bool, long_dir: Path | None = None):
     from ...index import IndexMismatchError, IndexOptions, build_index
 
-    _say(f"[3/5] index: hybridtower index {data / 'videos'} --checkpoint {ckpt} --out {index_dir}")
+    roots = [data / "videos"] + ([long_dir] if long_dir is not None else [])
+    _say(f"[3/5] index: hybridtower index {' '.join(str(r) for r in roots)} --checkpoint {ckpt} --out {index_dir}")
     options = IndexOptions(progress=progress, num_workers=0)
     try:
-        summary = build_index([data / "videos"], index_dir, checkpoint=ckpt, options=options)
+        summary = build_index(roots, index_dir, checkpoint=ckpt, options=options)
     except IndexMismatchError:
         _say("      the existing demo index was built with another model: rebuilding it")
         options.overwrite = True
-        summary = build_index([data / "videos"], index_dir, checkpoint=ckpt, options=options)
+        summary = build_index(roots, index_dir, checkpoint=ckpt, options=options)
     state = "up to date" if summary.up_to_date else f"{summary.encoded} encoded, {summary.unchanged} unchanged"
+    if getattr(summary, "windows", 0):
+        state += f"; {summary.windows} moment windows of long videos"
     _say(f"      {summary.count} videos ({state}) in {summary.seconds:.1f} s")
     for s in summary.skipped:
         _say(f"      skipped {s.get('path')}: {s.get('error')}")
@@ -247,6 +291,38 @@ def example_queries(searcher, data: Path, n: int, k: int) -> dict:
     return stats
 
 
+def moment_query(searcher, long: dict | None, k: int) -> dict:
+    """Search the long video's caption; print its hit with the moment (start-end) where it matched."""
+    if not long:
+        return {}
+    res = searcher.search(long["caption"], k=min(1000, max(k, len(searcher))))
+    ev = (long["event_start"], long["event_end"])
+    _say(f'\n  moment: "{long["caption"]}"   (expected: {LONG_NAME} at {_clock(ev[0])}-{_clock(ev[1])}; '
+         f"{res.took_ms:.1f} ms)")
+    found = {}
+    for rank, h in enumerate(res.hits, 1):
+        name = Path(h.path).name
+        if rank > k and name != LONG_NAME:
+            continue
+        start, end = getattr(h, "start", None), getattr(h, "end", None)
+        where = f"  {_clock(start)}-{_clock(end)}" if start is not None and end is not None else ""
+        mark = ""
+        if name == LONG_NAME:
+            hit_event = start is not None and end is not None and start < ev[1] and end > ev[0]
+            mark = "  <- the event's moment" if hit_event else "  <- expected video, another moment"
+            found = {"rank": rank, "start": start, "end": end, "on_event": bool(hit_event)}
+        _say(f"    {'...' if rank > k else ''}{rank}) {h.score:+.3f}  {name}{where}{mark}")
+        if rank > k:
+            break
+    if start_missing(res.hits):
+        _say("      (this index stores one vector per file: rebuild it with moment windows to see times)")
+    return {"moment": {"caption": long["caption"], "event_start": ev[0], "event_end": ev[1], **found}}
+
+
+def start_missing(hits) -> bool:
+    return all(getattr(h, "start", None) is None for h in hits)
+
+
 def run(args) -> int:
     from ...core.errors import ConfigError
 
@@ -280,12 +356,15 @@ def _run(args, out: Path, recipe: DemoRecipe, shipped: bool, progress: bool, soc
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     make_collection(data, recipe, progress)
+    long = make_long_video(out)
     ckpt = demo_checkpoint(args, out, data, recipe, shipped=shipped)
-    build_demo_index(ckpt, data, out / "index", progress)
+    build_demo_index(ckpt, data, out / "index", progress, out / "long" if long else None)
     searcher = Searcher.open(out / "index", checkpoint=ckpt)
     stats = example_queries(searcher, data, args.queries, args.k)
+    stats.update(moment_query(searcher, long, args.k))
     _say(f"\n[5/5] done in {time.monotonic() - t0:.0f} s; search from the shell with:")
-    _say(f'      hybridtower search {shlex.quote(str(out / "index"))} "a red circle bounces" -k 5')
+    _say(f'      hybridtower search {shlex.quote(str(out / "index"))} '
+         f'{shlex.quote(long["caption"] if long else "a red circle bounces")} -k 5')
     from ...core.io import atomic_write_json
 
     atomic_write_json(out / "demo_summary.json", {"checkpoint": str(ckpt), "recipe": asdict(recipe), **stats})
@@ -299,8 +378,9 @@ def _run(args, out: Path, recipe: DemoRecipe, shipped: bool, progress: bool, soc
 
     host, port = sock.getsockname()[:2]
     app = create_app(searcher, thumbnail_dir=default_cache_dir(out / "index"), title="hybridtower demo",
-                     allowed_hosts=default_hosts(args.host))
-    _say(f"      web page: http://{host}:{port}/?q=a+red+circle+bounces   (Ctrl-C stops; same as `{serve_cmd}`)")
+                     allowed_hosts=default_hosts(args.host), preview_dir=out / "previews")
+    q = urllib.parse.urlencode({"q": long["caption"] if long else "a red circle bounces"})
+    _say(f"      web page: http://{host}:{port}/?{q}   (Ctrl-C stops; same as `{serve_cmd}`)")
     serve_forever(app, sock, log_level="warning", access_log=False)
     return 0
 
