@@ -240,10 +240,12 @@ def index_part(device, plan: Plan, model_size: str, work: Path) -> dict:
     n = plan.index_videos
     t0 = time.perf_counter()
     synth = work / "index-synth"
-    generate(synth, SynthConfig(videos=n, images=0, seed=0, workers=plan.workers or 0), overwrite=True, progress=False)
+    generate(synth, SynthConfig(videos=max(n, 3), images=0, seed=0, workers=plan.workers or 0), overwrite=True,
+             progress=False)  # the generator makes at least 3 (one per split)
     synth_s = time.perf_counter() - t0
     folder = synth / "videos"
     paths = sorted(str(p) for p in folder.iterdir())
+    n = len(paths)
     ckpt = work / f"{preset}.safetensors"
     torch.manual_seed(0)
     hub.save_model(hub.create_model(preset).eval(), ckpt)
