@@ -6,7 +6,7 @@
 #      step and one evaluation pass; parts that no longer fit its budget are skipped, each finished part is
 #      written at once;
 #   2. when this checkout has it (feature-detected from `hybridtower reproduce synthetic --help`), the
-#      GPU-sized comparison `hybridtower reproduce synthetic --kind scenes --scale gpu`, in the time left.
+#      GPU-sized comparison `hybridtower reproduce synthetic --kind scenes-bold --scale gpu`, in the time left.
 #
 # Everything lands in $OUT (at most 8 files come back from a device call; this writes at most 6):
 #   session.log, gpu_check.json, gpu_check-efficiency.json, gpu_check-efficiency.md, comparison.md, comparison.json
@@ -92,7 +92,7 @@ fi
 
 # --- feature-detect the GPU-sized comparison preset
 REPRO=0
-REPRO_ARGS=(reproduce synthetic --kind scenes --scale gpu --out-dir "$WORK/repro" --no-progress)
+REPRO_ARGS=(reproduce synthetic --kind scenes-bold --scale gpu --out-dir "$WORK/repro" --no-progress)
 help=$("${HT[@]}" reproduce synthetic --help 2>/dev/null || true)
 if grep -q -- '--scale' <<<"$help" && grep -q 'gpu' <<<"$help"; then
   REPRO=1
