@@ -24,6 +24,18 @@ percentiles (p50, p90, p99, max), throughput and errors (transport errors and no
 with the comparison: throughput batched / unbatched, and p99 under load against the single-client p50 of
 the unbatched server (goals: >= 2.5x and <= 4x). Model weights are random: latency does not depend on
 them. Only loopback addresses are ever contacted.
+
+What is measured: a request's latency runs from writing it on an already open keep-alive connection to
+having read the whole answer (connection set-up is in the untimed warm-up; a failed warm-up request is
+counted in ``warm_up_errors``, not fatal). During the timed run the generator's own heap is frozen
+(``gc.freeze()``) so that its full garbage collections, which would stall all its clients at once, do not
+count as server latency; this is the same for both modes.
+
+``--trace`` keeps every timed request (client, start, latency) in the JSON, to see WHEN slow requests
+happen (a cluster of ~``--clients`` requests that started together is a stall of the whole server).
+``--prepare-server`` starts the server through a launcher that calls
+``hybridtower.service.warmup.prepare_to_serve`` (warm-up encodes, frozen heap) before serving, in both
+modes, until ``hybridtower serve`` does it itself. ``--server-threads N`` sets the server's torch threads.
 """
 
 from __future__ import annotations
