@@ -225,3 +225,27 @@ def test_pig_m_rows_are_grouped_and_scored_max_over_m(tmp_path):
         direct = model.score(text, model.encode_video(frames))[0].numpy()  # max over the M vectors
     np.testing.assert_allclose([h.score for h in res.hits], direct, atol=1e-5)
     assert verify_index(out).ok
+
+
+def test_xpool_windows_are_reranked_per_window(tmp_path):
+    """X-Pool works per window: each window stores its frame features; a video's score is its best window's
+    query-conditioned score (model.score over that window's frames)."""
+    (tmp_path / "v").mkdir()
+    write_long_video(tmp_path / "v" / "long.mp4", 30, 10, 20, seed=2)
+    make_videos(tmp_path / "short", n=3)
+    ckpt = save_tiny(tmp_path / "x.safetensors", preset="xpool-tiny")
+    out = tmp_path / "idx"
+    summary = build_index([tmp_path / "v", tmp_path / "short" / "videos"], out, ckpt, _opts(window=10, stride=5))
+    assert summary.encoded == 4 and summary.windows == 5 and not summary.skipped
+    s = Searcher.open(out)
+    assert s.num_rows == 8 and s.rerank and verify_index(out).ok
+    res = s.search("a red circle moves left", k=4)
+    assert len({h.id for h in res.hits}) == 4 and sum(h.video_id == "long.mp4" for h in res.hits) == 1
+    q = torch.from_numpy(s.encode_query("a red circle moves left"))
+    with torch.no_grad():
+        rows = s.model.score(q, s._frames)[0].numpy()
+    for h in res.hits:
+        pos = s._row_of[h.id]
+        assert h.score == pytest.approx(float(rows[s._owner == pos].max()), abs=1e-5)
+    long_hit = next(h for h in res.hits if h.video_id == "long.mp4")
+    assert long_hit.start is not None and len(long_hit.moments) == 4
