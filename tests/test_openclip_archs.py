@@ -314,3 +314,37 @@ def test_cli_index_and_search_with_a_wrapped_checkpoint(saved, tmp_path, capsys)
     with torch.no_grad():
         expect = model.encode_text(model.tokenize(["a red ball bounces"])).numpy()
     assert abs(float((searcher.encode_query("a red ball bounces") * expect).sum()) - 1.0) < 1e-5
+
+
+def test_the_new_config_fields_leave_existing_model_hashes_alone():
+    """backbone.open_clip / backbone.preprocess (and fusion.enabled) at their defaults are left out of the
+    config hash, so indexes built before they existed still match their checkpoints."""
+    import hashlib
+
+    from hybridtower.core.config import config_hash, to_dict
+
+    for name in ("pig-tiny", "meanp-vit-b-32", "clip:ViT-B-32"):
+        cfg = hub.resolve_config(name)
+        data = to_dict(cfg)
+        data["fusion"].pop("enabled")
+        data["backbone"].pop("open_clip")
+        data["backbone"].pop("preprocess")
+        assert config_hash(cfg) == hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    wrapped = hub.resolve_config("clip:ViT-B-32", ["framework=openclip"])
+    assert config_hash(wrapped) != config_hash(hub.resolve_config("clip:ViT-B-32"))
+
+
+@pytest.mark.parametrize("name", ["ht-test-coca", "ht-test-custom"])
+def test_loading_adopts_the_checkpoint_on_the_meta_device(saved, monkeypatch, name):
+    """No random init on load: built on the meta device, tensors adopted, open_clip's causal masks (never in a
+    checkpoint) rebuilt; the same vectors as the model that was saved."""
+    model, path = saved[name]
+
+    def no_normal_build(*args, **kwargs):
+        raise AssertionError("load_model built the model with weights instead of on the meta device")
+
+    monkeypatch.setattr(hub, "create_model", no_normal_build)
+    back = hub.load_model(path)
+    assert not hub._meta_tensors(back)
+    (t1, v1), (t2, v2) = _run(model), _run(back)
+    assert torch.allclose(t1, t2, atol=1e-6) and torch.allclose(v1, v2, atol=1e-6)

@@ -406,12 +406,11 @@ def _open_clip_preprocess(clip, recorded: dict | None = None) -> dict:
     return out
 
 
-def _build_open_clip(cfg: ModelConfig, source: WeightSource | None, tokenizer: OpenClipTokenizer | None = None,
-                     device: str | None = None) -> RetrievalModel:
+def _build_open_clip(cfg: ModelConfig, source: WeightSource | None, device: str | None = None) -> RetrievalModel:
     """An ``openclip`` model: the tokenizer first (it may fail fast without network), then open_clip's model of
     the recorded config with weights from ``source`` (or none), then its preprocessing, recorded in the
     returned model's config."""
-    tokenizer = tokenizer or open_clip_tokenizer(cfg)
+    tokenizer = open_clip_tokenizer(cfg)  # cached per process: a load that built it first pays nothing here
     name = _open_clip_name(cfg)
     extra = {}
     repo = hub_names(cfg.backbone.open_clip).get("text_tower")
@@ -479,7 +478,7 @@ def create_model(
     return _create(cfg, pretrained)
 
 
-def _create(cfg: ModelConfig, pretrained: str | None, tokenizer: OpenClipTokenizer | None = None) -> RetrievalModel:
+def _create(cfg: ModelConfig, pretrained: str | None) -> RetrievalModel:
     if cfg.framework == OPEN_CLIP and not pretrained:
         source = None  # the recorded config is enough: the architecture need not be registered here
     else:
@@ -488,27 +487,27 @@ def _create(cfg: ModelConfig, pretrained: str | None, tokenizer: OpenClipTokeniz
         log.info("backbone.quick_gelu=%s: the activation %s was trained with", source.quick_gelu, source.description)
         cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, quick_gelu=source.quick_gelu))
     if cfg.framework == OPEN_CLIP:
-        return _build_open_clip(cfg, source, tokenizer)
+        return _build_open_clip(cfg, source)
     clip, preprocess = load_clip(cfg.backbone.arch, source, cfg.backbone.quick_gelu)
     net = FRAMEWORK_CLASSES[cfg.framework](cfg, clip, preprocess)
     return net
 
 
-def _build_empty(cfg: ModelConfig, tokenizer: OpenClipTokenizer | None = None) -> RetrievalModel:
+def _build_empty(cfg: ModelConfig) -> RetrievalModel:
     """The model of ``cfg`` with every tensor on the meta device (shapes and dtypes only: no memory, no random
     init)."""
     with torch.device("meta"):
         if cfg.framework == OPEN_CLIP:
-            return _build_open_clip(cfg, None, tokenizer, device="meta")
+            return _build_open_clip(cfg, None, device="meta")
         clip, preprocess = load_clip(cfg.backbone.arch, None, cfg.backbone.quick_gelu, device="meta")
         return FRAMEWORK_CLASSES[cfg.framework](cfg, clip, preprocess)
 
 
-def _empty_model(cfg: ModelConfig, tokenizer: OpenClipTokenizer | None = None) -> RetrievalModel | None:
+def _empty_model(cfg: ModelConfig) -> RetrievalModel | None:
     """``_build_empty(cfg)``, or None when the model cannot be built on the meta device (the caller then
     builds it normally)."""
     try:
-        return _build_empty(cfg, tokenizer)
+        return _build_empty(cfg)
     except (RuntimeError, NotImplementedError, TypeError, ValueError, AttributeError, HybridTowerError) as exc:
         log.debug("building %s on the meta device failed (%s); building it normally", cfg.name, exc)
         return None
@@ -531,9 +530,12 @@ def _rebuild_causal_masks(model: torch.nn.Module, names: list[str]) -> list[str]
     left = []
     for name in names:
         owner_name, _, leaf = name.rpartition(".")
-        owner = model.get_submodule(owner_name) if owner_name else model
-        mask = getattr(owner, leaf, None)
-        if leaf == "attn_mask" and type(owner).__module__.startswith("open_clip") and mask is not None \
+        try:
+            owner = model.get_submodule(owner_name) if owner_name else model
+        except AttributeError:
+            owner = None
+        mask = getattr(owner, leaf, None) if leaf == "attn_mask" else None
+        if owner is not None and type(owner).__module__.startswith("open_clip") and isinstance(mask, torch.Tensor) \
                 and mask.dim() == 2 and mask.shape[0] == mask.shape[1]:
             built = torch.full(tuple(mask.shape), float("-inf"), dtype=mask.dtype).triu_(1)
             if leaf in owner._buffers:
@@ -610,12 +612,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Retrieva
     path = resolve_checkpoint_path(path)
     meta = read_checkpoint_metadata(path)
     cfg = config_from_dict(json.loads(meta[CONFIG_KEY]))
-    # an openclip model's tokenizer first: the one part that may need the network fails before any build
-    tokenizer = open_clip_tokenizer(cfg) if cfg.framework == OPEN_CLIP else None
-    model = _empty_model(cfg, tokenizer)
+    if cfg.framework == OPEN_CLIP:
+        open_clip_tokenizer(cfg)  # first (then cached): the one part that may need the network fails before any build
+    model = _empty_model(cfg)
     empty = model is not None
     if not empty:
-        model = _create(cfg, None, tokenizer)
+        model = create_model(cfg, pretrained=None)
     state = load_file(str(path), device="cpu")
     own = model.state_dict()
     missing, unexpected = _diff_keys(own, state)
@@ -634,7 +636,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Retrieva
             return model.to(device).eval()
         log.debug("%s: tensors %s are not in the checkpoint; building the model normally", path, left[:5])
     if empty:
-        model = _create(cfg, None, tokenizer)
+        model = create_model(cfg, pretrained=None)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
 
