@@ -136,3 +136,17 @@ def test_auto_sends_batches_through_the_matrix_product():
     np.testing.assert_array_equal(r, fr)
     e.search(q[:1], 10)
     assert calls == [3]  # one query: the calibrated kernel
+
+
+def test_calibration_without_faiss_skips_its_kernels(monkeypatch):
+    """A machine without FAISS (e.g. a GPU image) still opens an exact index: the FAISS kernels are skipped."""
+    import hybridtower.index.exact as exact
+
+    monkeypatch.setattr(exact, "_have_faiss", lambda: False)
+    v = np.random.default_rng(0).standard_normal((500, 16)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    e = exact.ExactIndex(v, "auto")
+    assert e.kernel in ("torch", "numpy", "blocked")
+    assert not {"faiss", "faiss1"} & set(e.calibration["median_ms"])
+    s, r = e.search(v[:2], 3)
+    assert list(r[:, 0]) == [0, 1]

@@ -40,6 +40,13 @@ AUTO = "auto"
 _SCORES_BYTES = 256 * 2**20  # largest [Q, N] score matrix held at once (queries are chunked beyond it)
 
 
+def _have_faiss() -> bool:
+    """FAISS is importable (the exact kernels do not need it: without it, calibration skips its two)."""
+    import importlib.util
+
+    return importlib.util.find_spec("faiss") is not None
+
+
 def _select(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The best ``k`` of candidate (rows, scores): descending score, ties by ascending row."""
     order = np.lexsort((rows, -scores))[:k]
@@ -86,6 +93,7 @@ class ExactIndex:
         that is far past the caches already, where the cost per byte no longer depends on N, and it keeps
         opening a 1M-vector index from costing tens of seconds of calibration on a loaded machine.
         """
+        kernels = tuple(n for n in kernels if n not in ("faiss", "faiss1") or _have_faiss())
         rows = max(1, sample_bytes // (4 * max(self.d, 1)))
         if self.ntotal > rows:
             part = ExactIndex(self.vectors[:rows], "torch", block_rows=self.block_rows)
