@@ -263,7 +263,8 @@ class Searcher:
             # the text tower is causal and reads its feature at the EOT token (the highest id): positions
             # after the batch's last EOT cannot change any row, so they are not computed (50 -> ~13 tokens
             # for a typical query; equal to the full-length encode to ~1e-7, tests/test_search_batched.py)
-            tokens = tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
+            if getattr(self.model, "causal_text", True):
+                tokens = tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
             return np.ascontiguousarray(self.model.encode_text(tokens).float().cpu().numpy(), dtype=np.float32)
 
     @property

@@ -58,6 +58,9 @@ class FrameEncoder(nn.Module):
 
 class RetrievalModel(nn.Module):
     query_independent: bool = True
+    # the text feature is read at the EOT token (the highest id) of a causal transformer, so positions after
+    # a batch's last EOT cannot change any row (the search path skips them); False for other text towers
+    causal_text: bool = True
 
     def __init__(self, cfg: ModelConfig, clip: nn.Module, preprocess: dict):
         super().__init__()

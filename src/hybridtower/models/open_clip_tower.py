@@ -20,10 +20,6 @@ from torch import nn
 from .base import RetrievalModel
 from .config import ModelConfig
 
-# The last column of ``OpenClipMeanPooling.tokenize``'s output: larger than any token id, so a caller that
-# trims a causal CLIP tower's tokens after the highest id (the search path does, for speed) keeps every
-# real token of towers that read elsewhere (SigLIP's last token, BERT's CLS, ...). encode_text drops it.
-TOKEN_MARKER = torch.iinfo(torch.int64).max
 
 
 class OpenClipTokenizer:
@@ -59,6 +55,7 @@ class OpenClipMeanPooling(RetrievalModel):
     ``encode_image`` L2-normalised, averaged over time, normalised again; text from ``encode_text``."""
 
     query_independent = True
+    causal_text = False  # SigLIP reads the last token, BERT-like towers CLS: every position may count
 
     def __init__(self, cfg: ModelConfig, clip: nn.Module, preprocess: dict, tokenizer: OpenClipTokenizer):
         nn.Module.__init__(self)  # RetrievalModel's own __init__ takes CLIP's text transformer apart: not here
@@ -71,13 +68,9 @@ class OpenClipMeanPooling(RetrievalModel):
 
     # ----- text side (online) -----
     def tokenize(self, texts: list[str] | str) -> torch.Tensor:
-        tokens = self._tokenizer(texts)
-        marker = torch.full((tokens.shape[0], 1), TOKEN_MARKER, dtype=tokens.dtype)
-        return torch.cat([tokens, marker], dim=1).to(self.logit_scale.device)
+        return self._tokenizer(texts).to(self.logit_scale.device)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.shape[1] == self.cfg.text_context_length + 1 and bool((tokens[:, -1] == TOKEN_MARKER).all()):
-            tokens = tokens[:, :-1]
         return F.normalize(self.clip.encode_text(tokens), dim=-1)
 
     # ----- video side (offline) -----
