@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.display import printable, printable_path
-from .searcher import MAX_K, QueryError, SearchResult
+from .searcher import QueryError, SearchResult, check_k
 
 __all__ = ["IMAGE_FORMATS", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "DecodedImage", "decode_image", "encode_image",
            "find_video", "read_image_file", "search_image", "similar"]
@@ -65,14 +65,6 @@ class DecodedImage:
     width: int  # size in the file
     height: int
     format: str  # PIL's format name (JPEG, PNG, ...)
-
-
-def _check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
-    if not 1 <= int(k) <= MAX_K:
-        raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
-    return int(k)
 
 
 # ----- images -----------------------------------------------------------------------------------------
@@ -224,7 +216,7 @@ def search_image(searcher, data: bytes, k: int = 10) -> SearchResult:
     between the image's still-video vector and the index's rows. ``query`` of the result is ``""``; its
     first note describes the image."""
     t0 = time.perf_counter()
-    k = _check_k(k)
+    k = check_k(k)
     img = decode_image(data, _image_size(searcher))
     vec = encode_rgb(searcher, img.rgb)
     result = searcher.search_vector(vec, k)
@@ -247,7 +239,7 @@ def similar(searcher, id, start: float | None = None, k: int = 10) -> SearchResu
     ``start`` seconds where the index stores windows), using its stored row as the query. Every row of
     the source video is excluded. Unknown ids raise QueryError."""
     t0 = time.perf_counter()
-    k = _check_k(k)
+    k = check_k(k)
     entry = searcher.entry(id)
     if entry is None:
         raise QueryError(f"no video with id {printable(repr(id))} in this index")

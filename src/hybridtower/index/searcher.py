@@ -276,7 +276,7 @@ class Searcher:
         """Top-``k`` videos for ``query``. With ``query_vector`` (its encoding from :meth:`encode_queries`,
         [D] or [1, D]) the text encode is skipped; the query is still cleaned, token-counted and returned."""
         t0 = time.perf_counter()
-        k = _check_k(k)
+        k = check_k(k)
         cleaned, notes = clean_query(query)
         q = None if query_vector is None else self._check_vector(query_vector, "query_vector")
         num_tokens = self.model.tokenizer.num_tokens(cleaned)
@@ -304,7 +304,7 @@ class Searcher:
         the mean-pooled frame features of every row (exact; no query-conditioned re-rank, which needs a
         text). ``query`` of the result is ``""`` and ``num_tokens`` 0."""
         t0 = time.perf_counter()
-        k = _check_k(k)
+        k = check_k(k)
         q = self._check_vector(vector, "vector")
         norm = float(np.linalg.norm(q))
         if norm == 0.0:
@@ -494,7 +494,8 @@ def weak_threshold_of(manifest: dict) -> float | None:
     return float(t)
 
 
-def _check_k(k) -> int:
+def check_k(k) -> int:
+    """``k`` as an int in [1, MAX_K], or QueryError (bools and non-integers refused)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
     if not 1 <= int(k) <= MAX_K:
