@@ -11,6 +11,9 @@ from hybridtower.service import warmup
 
 
 class FakeSearcher:
+    def __len__(self):
+        return 0
+
     def __init__(self, fail: bool = False):
         self.calls: list[list[str]] = []
         self.fail = fail
@@ -76,3 +79,24 @@ def test_real_searcher_warm_up_returns_its_vectors_shape(tmp_path, unfreeze):
     assert info["warm_batch_sizes"] == [1, 4] and info["frozen_objects"] > 10_000
     after = s.search("a red ball", k=3)
     assert [h.id for h in after.hits] == [h.id for h in before.hits]
+
+
+@pytest.mark.parametrize("extra, expect", [([], 32), (["--no-batching"], None), (["--max-batch", "8"], 8)])
+def test_serve_prepares_before_it_prints_its_address(tmp_path, monkeypatch, unfreeze, extra, expect):
+    """`hybridtower serve` warms the encoder at its batcher's largest batch and freezes the heap before it
+    serves (so the address it prints means ready)."""
+    from hybridtower.cli.main import main
+    from hybridtower.service import server
+
+    calls = []
+    monkeypatch.setattr(warmup, "prepare_to_serve", lambda s, n: calls.append(("prepare", n)) or {})
+    monkeypatch.setattr(server, "serve_forever", lambda app, sock, **kw: calls.append("serve"))
+    import hybridtower.cli.commands.serve as serve_cmd
+    import hybridtower.service as service
+
+    monkeypatch.setattr(service, "create_app", lambda searcher, **kw: object())
+
+    monkeypatch.setattr(serve_cmd, "open_searcher", lambda *a: FakeSearcher())
+    index = tmp_path / "idx"
+    assert main(["serve", str(index), "--port", "0", "--preview-cache", str(tmp_path / "previews"), *extra]) == 0
+    assert calls == [("prepare", expect), "serve"]

@@ -131,6 +131,11 @@ def run(args) -> int:
             preview_max_bytes=args.preview_max_mb << 20,
             max_image_bytes=int(args.max_image_mb * (1 << 20)),
         )
+        # warm the encoder at the batch sizes it will see and freeze the loaded heap (a full garbage
+        # collection over it stalls every request in flight for ~0.3 s): the address printed below means ready
+        from ...service.warmup import prepare_to_serve
+
+        prepare_to_serve(searcher, None if args.no_batching else args.max_batch)
     except BaseException:
         sock.close()
         raise
