@@ -118,6 +118,9 @@ def _fork_index(argv: list[str], env: dict, log: Path) -> int:
         os.dup2(fh.fileno(), 2)
         sys.stdout = sys.stderr = fh
         os.environ.update(env)
+        # Ctrl-C must raise KeyboardInterrupt even when this test runs in a background job whose shell set
+        # SIGINT to "ignore" (Python then installs no handler of its own, and the child would never stop)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         torch.set_num_threads(1)
         from hybridtower.cli.main import main
 
