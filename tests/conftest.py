@@ -1,9 +1,14 @@
 import os
+import signal
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# A suite started as a background job of a non-interactive shell inherits SIGINT "ignored", which the
+# processes the tests start (and interrupt with Ctrl-C) would inherit too: give Ctrl-C its normal meaning.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
