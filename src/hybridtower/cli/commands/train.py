@@ -21,6 +21,8 @@ def _epilog() -> str:
     return """\
 model presets: {pig,meanp,clipvip,xpool}-{vit-b-32,vit-b-16,tiny}  (`hybridtower info PRESET` shows one)
   and PIG-M (opt-in, 4 pseudo-queries per video): pig-m4-vit-b-32, pig-m4-vit-b-16, pig-m4-tiny
+  and the ablation PIG without fusion (the pseudo-query is the video vector):
+  pig-nofusion-vit-b-32, pig-nofusion-vit-b-16, pig-nofusion-tiny
 data formats:  msrvtt, msvd, vatex, didemo, clipvip, jsonl, images  (--data FORMAT:ROOT;
                `hybridtower data formats` describes the files each expects)
 
