@@ -100,3 +100,26 @@ def test_serve_prepares_before_it_prints_its_address(tmp_path, monkeypatch, unfr
     index = tmp_path / "idx"
     assert main(["serve", str(index), "--port", "0", "--preview-cache", str(tmp_path / "previews"), *extra]) == 0
     assert calls == [("prepare", expect), "serve"]
+
+
+def test_serve_threads_sets_torchs_threads_and_refuses_zero(tmp_path, monkeypatch, unfreeze):
+    import torch
+
+    from hybridtower.cli.main import main
+    from hybridtower.service import server
+
+    import hybridtower.cli.commands.serve as serve_cmd
+    import hybridtower.service as service
+
+    monkeypatch.setattr(warmup, "prepare_to_serve", lambda s, n: {})
+    monkeypatch.setattr(server, "serve_forever", lambda app, sock, **kw: None)
+    monkeypatch.setattr(service, "create_app", lambda searcher, **kw: object())
+    monkeypatch.setattr(serve_cmd, "open_searcher", lambda *a: FakeSearcher())
+    before = torch.get_num_threads()
+    try:
+        args = [str(tmp_path / "idx"), "--port", "0", "--preview-cache", str(tmp_path / "previews")]
+        assert main(["serve", *args, "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+        assert main(["serve", *args, "--threads", "0"]) == 2
+    finally:
+        torch.set_num_threads(before)

@@ -77,6 +77,9 @@ def register(sub) -> None:
     p.add_argument("--max-batch", type=int, default=32, help="most queries per batched encode (default 32)")
     p.add_argument("--query-cache", type=int, default=4096, metavar="N",
                    help="keep the vectors of the last N distinct queries (default 4096; 0 = off)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads for query encoding (default: torch's own). On a machine shared with other "
+                        "work, 1 avoids threads spin-waiting for a descheduled partner")
     p.add_argument("--reload-interval", type=float, default=2.0, metavar="SECONDS",
                    help="check the index for a new generation at most this often (default 2; negative = never)")
     p.set_defaults(func=run)
@@ -109,6 +112,12 @@ def run(args) -> int:
     bad = [h for h in args.allow_host if not valid_host_name(h)]
     if bad:
         raise ConfigError(f"--allow-host takes a host name or address without a port, got {bad[0]!r}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     sock = bind_socket(args.host, args.port)  # fail fast, before the model loads
     try:
         searcher = open_searcher(args.index_dir, args.checkpoint, args.device)
