@@ -91,3 +91,24 @@ def test_save_load_round_trip(tmp_path):
     f = frames_batch(model, b=2, seed=5)
     with torch.no_grad():
         torch.testing.assert_close(back.eval().encode_video(f), F.normalize(model.video_features(f).pseudo_query, dim=-1))
+
+
+@pytest.mark.parametrize("keys", ["frames", "global"])
+def test_fusion_keys_ablation_changes_only_the_keys(keys):
+    """fusion.keys picks the fusion's keys/values: frame CLS only or global tokens only; "all" is the release."""
+    from hybridtower import hub
+    from hybridtower.core.config import config_hash
+
+    torch.manual_seed(0)
+    full = hub.create_model("pig-tiny").eval()
+    part = hub.create_model("pig-tiny", overrides=[f"fusion.keys={keys}"]).eval()
+    part.load_state_dict(full.state_dict())
+    frames = torch.randn(2, 8, 3, 64, 64)
+    with torch.no_grad():
+        vt = full.video_encoder(frames, attn_layer=None)
+        kv_full, kv_part = full.fusion_tokens(vt), part.fusion_tokens(vt)
+        want = vt.frame_tokens if keys == "frames" else vt.global_tokens
+        assert torch.equal(kv_part, want) and kv_full.shape[1] == vt.global_tokens.shape[1] + vt.frame_tokens.shape[1]
+        assert not torch.allclose(full.encode_video(frames), part.encode_video(frames))
+    assert config_hash(part.cfg) != config_hash(full.cfg)
+    assert config_hash(full.cfg) == config_hash(hub.create_model("pig-tiny", overrides=["fusion.keys=all"]).cfg)

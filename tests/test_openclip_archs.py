@@ -318,7 +318,7 @@ def test_cli_index_and_search_with_a_wrapped_checkpoint(saved, tmp_path, capsys)
 
 
 def test_the_new_config_fields_leave_existing_model_hashes_alone():
-    """backbone.open_clip / backbone.preprocess (and fusion.enabled) at their defaults are left out of the
+    """backbone.open_clip / backbone.preprocess (and fusion.enabled, fusion.keys) at their defaults are left out of the
     config hash, so indexes built before they existed still match their checkpoints."""
     import hashlib
 
@@ -328,6 +328,7 @@ def test_the_new_config_fields_leave_existing_model_hashes_alone():
         cfg = hub.resolve_config(name)
         data = to_dict(cfg)
         data["fusion"].pop("enabled")
+        data["fusion"].pop("keys")
         data["backbone"].pop("open_clip")
         data["backbone"].pop("preprocess")
         assert config_hash(cfg) == hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -76,6 +76,8 @@ VARIANTS = {
                           {"stage1_steps": 60, "stage1_data": "images:{synth}/images.jsonl"}),
     "pig-steps2x": ("PIG with twice the steps", {"steps_mult": 2}),
     "pig-nofusion": ("PIG without fusion (t_p itself is the video vector)", {"model_overrides": ["fusion.enabled=false"]}),
+    "pig-fusion-frames": ("PIG, fusion keys = frame CLS tokens only", {"model_overrides": ["fusion.keys=frames"]}),
+    "pig-fusion-global": ("PIG, fusion keys = video CLS + proxies only", {"model_overrides": ["fusion.keys=global"]}),
 }
 BUDGETS = {
     # scenes-bold: 2-3 bold scenes per clip (each readable from one frame; .data.synthetic.bold), a caption per

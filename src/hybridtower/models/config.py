@@ -85,6 +85,9 @@ class FusionConfig:
     temperature: float = 1.0  # attention temperature (1 = plain scaled dot product)
     # PIG only: False = "PIG without fusion", the pseudo-query t_p itself is the video vector (an ablation)
     enabled: bool = True
+    # PIG only, the fusion's keys/values: "all" = [x_v; x_f] (video CLS + proxies + frame CLS, the release),
+    # "frames" = frame CLS only, "global" = video CLS + proxies only (ablations)
+    keys: str = "all"
 
 
 @dataclass
@@ -105,7 +108,7 @@ class ModelConfig:
 
     # fields added after indexes were first built, with the value that reproduces the old behaviour: left out
     # of ``core.config.config_hash`` while they hold it, so existing indexes keep matching their checkpoints
-    HASH_NEUTRAL = {"fusion.enabled": True, "backbone.open_clip": {}, "backbone.preprocess": {}}
+    HASH_NEUTRAL = {"fusion.enabled": True, "fusion.keys": "all", "backbone.open_clip": {}, "backbone.preprocess": {}}
 
     def validate(self) -> "ModelConfig":
         if self.framework not in FRAMEWORKS:
@@ -128,6 +131,8 @@ class ModelConfig:
                               f"{self.video.num_frames}: each pseudo-query needs its own segment of frames")
         if self.video.eval_sampling not in EVAL_SAMPLINGS:
             raise ConfigError(f"video.eval_sampling must be one of {EVAL_SAMPLINGS}, got {self.video.eval_sampling!r}")
+        if self.fusion.keys not in ("all", "frames", "global"):
+            raise ConfigError(f"fusion.keys must be 'all', 'frames' or 'global', got {self.fusion.keys!r}")
         if self.fusion.num_heads < 1:
             raise ConfigError("fusion.num_heads must be >= 1")
         if self.framework == "openclip" and not self.backbone.open_clip:

@@ -81,10 +81,14 @@ class PIG(RetrievalModel):
         return torch.cat(parts, dim=1)
 
     def fusion_tokens(self, vt: VideoTokens) -> torch.Tensor:
-        """Keys/values of the fusion: [x_v; x_f] (ITS patches are not used here, as in the release)."""
-        if vt.has_frame_cls:
-            return torch.cat([vt.global_tokens, vt.frame_tokens], dim=1)
-        return vt.global_tokens
+        """Keys/values of the fusion: [x_v; x_f] (ITS patches are not used here, as in the release); the
+        ``fusion.keys`` ablations keep only the frame CLS tokens x_f or only the global tokens x_v."""
+        keys = self.cfg.fusion.keys
+        if not vt.has_frame_cls or keys == "global":
+            return vt.global_tokens
+        if keys == "frames":
+            return vt.frame_tokens
+        return torch.cat([vt.global_tokens, vt.frame_tokens], dim=1)
 
     def video_features(self, frames: torch.Tensor, fuse: bool = True, k: int | None = None) -> PigVideoOutput:
         k = self.cfg.its.k if k is None else k
