@@ -206,8 +206,8 @@ def build_index(paths, out, checkpoint=None, options: IndexOptions | None = None
     if checkpoint is not None:  # before anything is written or deleted (the load is cached for the run)
         load_checkpoint(checkpoint, device=_resolve_device(options.device))
     if options.window is not None or options.stride is not None:  # bad values refused before anything is touched
-        from ..data.video.windows import check_window
-        check_window(options.window if options.window is not None else 30.0, options.stride)
+        from ..data.video.windows import DEFAULT_WINDOW, check_window
+        check_window(options.window if options.window is not None else DEFAULT_WINDOW, options.stride)
     if rank == 0:
         _prepare_out(out, options)
     if checkpoint is None and not (out / store.MANIFEST).is_file():
@@ -338,11 +338,9 @@ def top1_function(index_dir: Path, model, manifest: dict):
 def calibrate_weak_match(writer: store.IndexWriter, model) -> dict | None:
     """Measure the weak-match threshold of the index just committed (``index.calibration``) and record it
     in the manifest as ``weak_match`` (the same generation: only the manifest is rewritten, its digest
-    covers the new key). Skipped for an empty index or when the calibration module is not installed."""
-    try:
-        from .calibration import measure_weak_match
-    except ImportError:
-        return None
+    covers the new key). Skipped for an empty index."""
+    from .calibration import measure_weak_match
+
     manifest = writer.manifest
     if not manifest or not manifest.get("count"):
         return None

@@ -363,31 +363,32 @@ def create_app(
             cache.put(key, vector)
         return await run_in_threadpool(run_search, s, text, k, vector)
 
+    def whole_number(params, name: str, code: str, expected: str) -> int | None:
+        """The integer parameter ``name`` (None when absent or blank); _BadRequest ``code`` saying
+        ``{name} must be {expected}`` when it is not a whole number."""
+        raw = params.get(name)
+        if raw is None or raw.strip() == "":
+            return None
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise _BadRequest(code, f"{name} must be {expected}, got '{printable(raw[:40])}'") from None
+
     def parse_k_offset(params) -> tuple[int, int, list[str]]:
         """(k, offset, notes) from ``k`` and ``offset``; raises _BadRequest."""
         notes: list[str] = []
-        k_raw = params.get("k")
-        if k_raw is None or k_raw.strip() == "":
+        k = whole_number(params, "k", "invalid_k", f"a whole number between 1 and {max_k}")
+        if k is None:
             k = default_k
+        elif k < 1:
+            raise _BadRequest("invalid_k", f"k must be between 1 and {max_k}, got {k}")
+        elif k > max_k:
+            notes.append(f"k lowered from {k} to the maximum {max_k}")
+            k = max_k
+        offset = whole_number(params, "offset", "invalid_offset", "a whole number >= 0")
+        if offset is None:
+            offset = 0
         else:
-            try:
-                k = int(k_raw.strip())
-            except ValueError:
-                raise _BadRequest("invalid_k", f"k must be a whole number between 1 and {max_k}, got "
-                                               f"'{printable(k_raw[:40])}'") from None
-            if k < 1:
-                raise _BadRequest("invalid_k", f"k must be between 1 and {max_k}, got {k}")
-            if k > max_k:
-                notes.append(f"k lowered from {k} to the maximum {max_k}")
-                k = max_k
-        o_raw = params.get("offset")
-        offset = 0
-        if o_raw is not None and o_raw.strip() != "":
-            try:
-                offset = int(o_raw.strip())
-            except ValueError:
-                raise _BadRequest("invalid_offset", f"offset must be a whole number >= 0, got "
-                                                    f"'{printable(o_raw[:40])}'") from None
             if offset < 0:
                 raise _BadRequest("invalid_offset", f"offset must be >= 0, got {offset}")
             if offset + k > MAX_RANKED:
