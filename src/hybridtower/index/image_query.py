@@ -39,7 +39,6 @@ photo formats are decoded (:data:`IMAGE_FORMATS`), never PIL's rarer plugins (EP
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import os
 import time
@@ -205,10 +204,8 @@ def _image_size(searcher) -> int:
 def _text_cue_off(result: SearchResult) -> None:
     """The weak-match threshold is calibrated on text-to-video scores: not meaningful here."""
     for h in result.hits:
-        if hasattr(h, "weak"):
-            h.weak = False
-    if hasattr(result, "weak_threshold"):
-        result.weak_threshold = None
+        h.weak = False
+    result.weak_threshold = None
 
 
 def search_image(searcher, data: bytes, k: int = 10) -> SearchResult:
@@ -227,13 +224,6 @@ def search_image(searcher, data: bytes, k: int = 10) -> SearchResult:
     return result
 
 
-def _accepts(fn, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def similar(searcher, id, start: float | None = None, k: int = 10) -> SearchResult:
     """"More like this": the ``k`` videos most similar to indexed video ``id`` (its window starting at
     ``start`` seconds where the index stores windows), using its stored row as the query. Every row of
@@ -244,7 +234,6 @@ def similar(searcher, id, start: float | None = None, k: int = 10) -> SearchResu
     if entry is None:
         raise QueryError(f"no video with id {printable(repr(id))} in this index")
     vid = int(entry.id)
-    notes = []
     if start is not None:
         try:
             start = float(start)
@@ -252,26 +241,14 @@ def similar(searcher, id, start: float | None = None, k: int = 10) -> SearchResu
             raise QueryError(f"start must be a number of seconds, got {printable(repr(start))}") from None
         if not np.isfinite(start) or start < 0:
             raise QueryError(f"start must be a number of seconds >= 0, got {start}")
-    if _accepts(searcher.vector, "start"):
-        vec = searcher.vector(vid, start=start)
-    else:
-        if start is not None:
-            notes.append("this index stores one vector per video: the start time was ignored")
-        vec = searcher.vector(vid)
+    vec = searcher.vector(vid, start=start)
     if vec is None:
         where = f" starting at {start:g} s" if start is not None else ""
         raise QueryError(f"video {vid} has no stored window{where}")
-    if _accepts(searcher.search_vector, "exclude_id"):
-        result = searcher.search_vector(vec, k, exclude_id=vid)
-    else:  # one row per video: ask for one more and drop the source
-        n = len(searcher)
-        result = searcher.search_vector(vec, max(1, min(k + 1, n)))
-        result.hits = [h for h in result.hits if h.id != vid][:k]
-        if k > n - 1:
-            result.notes.append(f"k={k} but the index holds {max(0, n - 1)} other video(s)")
+    result = searcher.search_vector(vec, k, exclude_id=vid)
     _text_cue_off(result)
     src = printable(entry.video_id) + (f" from {start:g} s" if start is not None else "")
-    result.notes[:0] = [f"more like this: {src} (id {vid}; excluded from the results)"] + notes
+    result.notes.insert(0, f"more like this: {src} (id {vid}; excluded from the results)")
     result.took_ms = (time.perf_counter() - t0) * 1e3
     return result
 

@@ -92,19 +92,9 @@ def _span(start, end) -> str:
     return f"{format_time(start)}-{format_time(end)}"
 
 
-def _public(result, searcher) -> dict:
-    """CONTRACT item 1's schema (``SearchResult.to_public_dict``), with each hit's local ``path`` added."""
-    from ...index.calibration import is_weak, weak_threshold
-
-    if hasattr(result, "to_public_dict"):
-        out = result.to_public_dict()
-    else:  # the schema, built here, for a searcher that predates it
-        thr = weak_threshold(searcher.manifest) if result.query else None
-        out = {"query": result.query,
-               "hits": [{"id": h.id, "video_id": h.video_id, "score": h.score, "start": None, "end": None,
-                         "moments": [], "weak": is_weak(h.score, thr)} for h in result.hits],
-               "took_ms": result.took_ms, "truncated": result.truncated, "num_tokens": result.num_tokens,
-               "notes": list(result.notes), "weak_threshold": thr}
+def _public(result) -> dict:
+    """The one hit schema (``SearchResult.to_public_dict``), with each hit's local ``path`` added."""
+    out = result.to_public_dict()
     for d, h in zip(out["hits"], result.hits):
         d["path"] = h.path  # the CLI's access field (the service adds URLs instead)
     return out
@@ -141,7 +131,7 @@ def run(args) -> int:
         result = image_query.similar(searcher, image_query.find_video(searcher, args.like), start=start, k=args.k)
     else:
         result = searcher.search(args.query, k=args.k)
-    out = _public(result, searcher)
+    out = _public(result)
     if args.json:
         out["load_ms"] = round(load_ms, 1)
         out["index"] = {"count": len(searcher), "model": searcher.manifest["model"]["name"],
