@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from hybridtower.data.video.transforms import OPENAI_CLIP_MEAN as OPENAI_MEAN
+from hybridtower.data.video.transforms import OPENAI_CLIP_STD as OPENAI_STD
 from hybridtower.data.video.transforms import PreprocessConfig, preprocess_frames
 
 
@@ -28,3 +30,96 @@ def test_normalisation_and_no_resize_path():
     assert preprocess_frames(frames[0], cfg).shape == (1, 3, 16, 16)
     with pytest.raises(ValueError):
         preprocess_frames(np.zeros((2, 16, 16), dtype=np.uint8), cfg)
+
+
+# --- resize_mode="longest": open_clip's ResizeKeepRatio(longest=1) + CenterCropOrPad ----------------------
+
+def _smooth_frame(h: int, w: int, seed: int) -> np.ndarray:
+    """A frame with gradients and a few blobs (no pixel noise, so interpolation differences stay small)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.empty((h, w, 3))
+    for c in range(3):
+        a, b, p = rng.uniform(0.5, 3.0, size=3)
+        img[..., c] = 0.5 + 0.45 * np.sin(a * np.pi * yy / h + p) * np.cos(b * np.pi * xx / w)
+    return np.clip(img * 255.0, 0, 255).astype(np.uint8)
+
+
+def _open_clip_longest(frame: np.ndarray, size: int, fill: int, interpolation: str = "bicubic"):
+    open_clip = pytest.importorskip("open_clip")
+    from PIL import Image
+
+    tf = open_clip.image_transform(size, is_train=False, resize_mode="longest", fill_color=fill,
+                                   interpolation=interpolation)
+    return tf(Image.fromarray(frame))
+
+
+@pytest.mark.parametrize("hw", [(48, 80), (90, 36), (61, 97), (40, 40), (17, 120)])
+@pytest.mark.parametrize("fill", [0, 200])
+def test_longest_matches_open_clip(hw, fill):
+    h, w = hw
+    s = 32
+    frame = _smooth_frame(h, w, seed=h * 1000 + w)
+    ref = _open_clip_longest(frame, s, fill)
+    cfg = PreprocessConfig(image_size=s, resize_mode="longest", fill=fill)
+    ours = preprocess_frames(frame[None], cfg)[0]
+    assert ours.shape == ref.shape == (3, s, s)
+
+    # exact geometry: the rows / columns that are all padding are the same ones in both
+    pad_value = (fill / 255.0 - torch.tensor(cfg.mean)) / torch.tensor(cfg.std)
+    def pad_mask(x):
+        return (x - pad_value.view(3, 1, 1)).abs().amax(0) < 1e-5
+    ours_pad, ref_pad = pad_mask(ours), pad_mask(ref)
+    rows_ours, rows_ref = ours_pad.all(1), ref_pad.all(1)
+    cols_ours, cols_ref = ours_pad.all(0), ref_pad.all(0)
+    assert torch.equal(rows_ours, rows_ref) and torch.equal(cols_ours, cols_ref)
+    # the padding lies where "long side = s, centred, odd pixel at the bottom/right" puts it
+    ratio = max(h / s, w / s)
+    nh, nw = round(h / ratio), round(w / ratio)
+    top, left = (s - nh) // 2, (s - nw) // 2
+    expected_rows = torch.ones(s, dtype=torch.bool)
+    expected_rows[top : top + nh] = False
+    expected_cols = torch.ones(s, dtype=torch.bool)
+    expected_cols[left : left + nw] = False
+    assert torch.equal(rows_ours, expected_rows) and torch.equal(cols_ours, expected_cols)
+    assert max(nh, nw) == s
+
+    # the content: equal within interpolation tolerance (PIL works on uint8, torch in float)
+    diff = (ours - ref).abs()
+    assert diff.mean() < 0.01, float(diff.mean())
+    assert diff.max() < 0.05, float(diff.max())  # measured: mean <= 0.003, max <= 0.015
+
+
+def test_longest_keeps_the_whole_frame_and_differs_from_shortest():
+    """A bright stripe at the frame's far left survives "longest" (padding) but not "shortest" (crop)."""
+    frame = np.zeros((40, 120, 3), dtype=np.uint8)
+    frame[:, :6] = 255
+    longest = preprocess_frames(frame, PreprocessConfig(image_size=30, resize_mode="longest"))[0]
+    shortest = preprocess_frames(frame, PreprocessConfig(image_size=30, resize_mode="shortest"))[0]
+    bright = (1.0 - torch.tensor(OPENAI_MEAN)) / torch.tensor(OPENAI_STD)
+    assert (longest[:, 10:20, 0] - bright.view(3, 1)).abs().max() < 0.1  # the stripe, inside the picture rows
+    assert (shortest - bright.view(3, 1, 1)).abs().amin() > 1.0  # cropped away entirely
+    # 40 x 120 -> 10 x 30: ten picture rows, padded 10 above and 10 below
+    black = (0.0 - torch.tensor(OPENAI_MEAN)) / torch.tensor(OPENAI_STD)
+    torch.testing.assert_close(longest[:, :10, :], black.view(3, 1, 1).expand(3, 10, 30), rtol=0, atol=1e-6)
+    torch.testing.assert_close(longest[:, 20:, :], black.view(3, 1, 1).expand(3, 10, 30), rtol=0, atol=1e-6)
+
+
+def test_longest_chunking_and_config_checks():
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, size=(5, 30, 70, 3), dtype=np.uint8)
+    cfg = PreprocessConfig(image_size=24, resize_mode="longest", fill=17)
+    torch.testing.assert_close(preprocess_frames(frames, cfg, chunk=2), preprocess_frames(frames, cfg, chunk=9),
+                               rtol=0, atol=1e-6)
+    from hybridtower.core.errors import ConfigError
+
+    for bad in (-1, 256, 1.5, True):
+        with pytest.raises(ConfigError):
+            PreprocessConfig(resize_mode="longest", fill=bad)
+    with pytest.raises(ConfigError):
+        PreprocessConfig(resize_mode="longer")
+    cfg = PreprocessConfig.from_open_clip({"size": (64, 64), "resize_mode": "longest", "fill_color": 9,
+                                           "interpolation": "bilinear"})
+    assert (cfg.image_size, cfg.resize_mode, cfg.fill, cfg.interpolation) == (64, "longest", 9, "bilinear")
+    with pytest.raises(ConfigError):
+        PreprocessConfig.from_open_clip({"size": (64, 96)})

@@ -3,8 +3,10 @@
 The PIG / CLIP-ViP release resizes frames to ``224 x 224`` *without* keeping the aspect ratio
 ("squash"), bicubic, then normalises with CLIP's mean/std; train and test are identical (no
 augmentation). That is the default here. ``resize_mode="shortest"`` gives CLIP4Clip / open_clip's
-"resize the short side, centre-crop" instead. An open_clip model's ``visual.preprocess_cfg`` dict can be
-turned into a config with :meth:`PreprocessConfig.from_open_clip`.
+"resize the short side, centre-crop" instead, and ``resize_mode="longest"`` open_clip's "resize the long
+side, keep the aspect, pad to a square (centred) with ``fill``" (its ``ResizeKeepRatio(longest=1)`` +
+``CenterCropOrPad``: nothing of the frame is cut off). An open_clip model's ``visual.preprocess_cfg`` dict
+can be turned into a config with :meth:`PreprocessConfig.from_open_clip`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ...core.errors import ConfigError
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-RESIZE_MODES = ("squash", "shortest")
+RESIZE_MODES = ("squash", "shortest", "longest")
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
 
@@ -26,8 +28,9 @@ class PreprocessConfig:
     image_size: int = 224  # output frames are image_size x image_size
     mean: tuple[float, float, float] = OPENAI_CLIP_MEAN  # per-channel mean subtracted (RGB, 0..1 scale)
     std: tuple[float, float, float] = OPENAI_CLIP_STD  # per-channel std divided by
-    resize_mode: str = "squash"  # "squash": resize to SxS ignoring aspect (PIG release); "shortest": short side + centre crop
+    resize_mode: str = "squash"  # "squash": resize to SxS ignoring aspect (PIG release); "shortest": short side + centre crop; "longest": long side + centred padding
     interpolation: str = "bicubic"  # bicubic | bilinear | nearest
+    fill: int = 0  # "longest" only: the padding's pixel value, 0..255 on every channel (open_clip's fill_color)
 
     def __post_init__(self):
         if self.resize_mode not in RESIZE_MODES:
@@ -36,17 +39,24 @@ class PreprocessConfig:
             raise ConfigError(f"preprocess.interpolation must be one of {list(INTERPOLATIONS)}, got {self.interpolation!r}")
         if int(self.image_size) < 1:
             raise ConfigError(f"preprocess.image_size must be positive, got {self.image_size}")
+        if isinstance(self.fill, bool) or not isinstance(self.fill, (int, np.integer)) or not 0 <= int(self.fill) <= 255:
+            raise ConfigError(f"preprocess.fill must be a whole number 0..255, got {self.fill!r}")
+        self.fill = int(self.fill)
         self.mean = tuple(float(x) for x in self.mean)
         self.std = tuple(float(x) for x in self.std)
 
     @classmethod
     def from_open_clip(cls, preprocess_cfg: dict, resize_mode: str | None = None) -> "PreprocessConfig":
-        """From open_clip's ``model.visual.preprocess_cfg`` (keys size, mean, std, interpolation, resize_mode).
+        """From open_clip's ``model.visual.preprocess_cfg`` (keys size, mean, std, interpolation, resize_mode,
+        fill_color).
 
-        ``resize_mode`` overrides the open_clip value; open_clip's "longest" is not supported here.
+        ``resize_mode`` overrides the open_clip value. A non-square ``size`` is refused (frames here are
+        square).
         """
         size = preprocess_cfg.get("size", 224)
         if isinstance(size, (tuple, list)):
+            if len(set(int(x) for x in size)) != 1:
+                raise ConfigError(f"preprocess size must be square here, got {tuple(size)}")
             size = size[0]
         mode = resize_mode or preprocess_cfg.get("resize_mode", "shortest")
         return cls(
@@ -55,6 +65,7 @@ class PreprocessConfig:
             std=tuple(preprocess_cfg.get("std", OPENAI_CLIP_STD)),
             resize_mode=mode,
             interpolation=preprocess_cfg.get("interpolation", "bicubic"),
+            fill=preprocess_cfg.get("fill_color", 0),
         )
 
 
@@ -77,9 +88,15 @@ def preprocess_frames(frames: np.ndarray, cfg: PreprocessConfig | None = None, c
     t, h, w = frames.shape[:3]
     if cfg.resize_mode == "squash":
         out_hw = (s, s)
-    else:
+    elif cfg.resize_mode == "shortest":
         scale = s / min(h, w)
         out_hw = (max(s, round(h * scale)), max(s, round(w * scale)))
+    else:  # "longest": the long side becomes s, the other keeps the aspect (at least one pixel)
+        ratio = max(h / s, w / s)
+        out_hw = (min(s, max(1, round(h / ratio))), min(s, max(1, round(w / ratio))))
+    # "longest": where the resized frame lies in the s x s output (padding split as open_clip does:
+    # the odd pixel goes to the bottom / right)
+    pad_top, pad_left = (s - out_hw[0]) // 2, (s - out_hw[1]) // 2
     kw = {} if cfg.interpolation == "nearest" else {"align_corners": False, "antialias": True}
     mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -95,5 +112,9 @@ def preprocess_frames(frames: np.ndarray, cfg: PreprocessConfig | None = None, c
             left = (x.shape[-1] - s) // 2
             x = x[..., top : top + s, left : left + s]
         x = x.clamp_(0.0, 1.0)  # bicubic overshoot; PIL clamps to uint8 range too
+        if cfg.resize_mode == "longest" and x.shape[-2:] != (s, s):
+            canvas = torch.full((x.shape[0], 3, s, s), cfg.fill / 255.0, dtype=torch.float32)
+            canvas[..., pad_top : pad_top + out_hw[0], pad_left : pad_left + out_hw[1]] = x
+            x = canvas
         out[start : start + x.shape[0]] = (x - mean) / std
     return out
