@@ -1,6 +1,7 @@
 """Running the app with uvicorn: bind first (clear error when the port is taken), then serve.
 
-- :func:`bind_socket` - a listening TCP socket, or a :class:`ServiceError` naming host and port
+- :func:`bind_socket` - a listening TCP socket, or a :class:`ServiceError` naming host and port; its
+  connections have Nagle's algorithm off (``TCP_NODELAY``, see below)
 - :func:`serve_forever` - run the app on a bound socket until Ctrl-C (used by ``hybridtower serve`` / ``demo``)
 - :class:`BackgroundServer` - the app in a background thread on a free loopback port (tests, load test)
 """
@@ -14,6 +15,15 @@ import threading
 import time
 
 from ..core.errors import HybridTowerError
+
+
+# Why TCP_NODELAY matters here (measured, docs/service.md "The 50 ms floor"): uvicorn writes an answer's
+# head and its body in two writes. With Nagle's algorithm on, the body waits until the client ACKs the head,
+# and a client on a kept-alive connection delays that ACK by up to 40 ms (Linux): every answer after the
+# first few on a connection took ~48 ms instead of ~6 ms. asyncio turns Nagle off only for sockets whose
+# ``proto`` is IPPROTO_TCP, and a socket made as ``socket(family, SOCK_STREAM)`` has proto 0 (so have the
+# connections it accepts): the listening socket is made with getaddrinfo's proto and TCP_NODELAY set (the
+# accepted connections inherit both).
 
 
 class ServiceError(HybridTowerError):
@@ -37,9 +47,10 @@ def bind_socket(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ServiceError(f"cannot resolve host {host!r}: {exc.strerror}") from None
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, _, proto, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind(addr)
         sock.listen(2048)
