@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from hybridtower.index.searcher import Hit  # noqa: E402 (the real hit: its to_public_dict is the schema)
 from hybridtower.service import EmptyQuery, clean_query, create_app  # noqa: E402
 from service_leaks import leaks  # noqa: E402,F401 (fixture: no error body may hold a server path)
 
@@ -26,14 +27,6 @@ def write_clip(path: Path, rgb, frames: int = 10, size=(48, 64)) -> Path:
     h, w = size
     write_video(np.broadcast_to(np.asarray(rgb, np.uint8), (frames, h, w, 3)), path, "mp4", "libx264", 10)
     return path
-
-
-@dataclass
-class FakeHit:
-    id: int
-    video_id: str
-    path: Path
-    score: float
 
 
 @dataclass
@@ -89,7 +82,7 @@ class FakeSearcher:
             raise EmptyQuery("the searcher refused this query")
         words = query.lower().split()
         scored = [
-            FakeHit(i, vid, path, float(sum(w in vid for w in words)) + 0.001 * (10 - i))
+            Hit(i, vid, str(path), float(sum(w in vid for w in words)) + 0.001 * (10 - i))
             for i, (vid, path) in self.entries.items()
         ]
         scored.sort(key=lambda h: -h.score)
@@ -331,3 +324,98 @@ def test_clean_query_rules():
         clean_query("\x00\x00")
     with pytest.raises(EmptyQuery):
         clean_query(None)
+
+
+class WindowedSearcher(FakeSearcher):
+    """The real Searcher's "more like this" interface: ``vector(id, start=)`` (None for a start that is no
+    window), ``rows_of(id)`` and ``search_vector(v, k, exclude_id=)``. Video 0 is stored as three 10 s
+    windows, the others as one whole-file row."""
+
+    def __init__(self, entries, roots=()):
+        super().__init__(entries, roots)
+        self.windows = {0: [(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]}
+        self.vectors = {i: np.eye(16, dtype=np.float32)[i] for i in entries}
+        self.vector_calls: list[tuple[int, float | None]] = []
+
+    def rows_of(self, id):
+        return [{"start": s, "end": e} for s, e in self.windows.get(id, [(None, None)])]
+
+    def vector(self, id, start=None):
+        self.vector_calls.append((id, start))
+        if id not in self.vectors:
+            return None
+        if start is not None and not any(abs(s - start) <= 0.5 for s, _ in self.windows.get(id, [])):
+            return None
+        return self.vectors[id]
+
+    def search_vector(self, vector, k=10, *, exclude_id=None):
+        hits = [Hit(i, vid, str(path), float(self.vectors[i] @ vector) + 0.001 * (10 - i))
+                for i, (vid, path) in self.entries.items() if i != exclude_id]
+        hits.sort(key=lambda h: -h.score)
+        return FakeResult("", hits[:k], 0.3, False, 0)
+
+
+def test_similar_one_behaviour_through_image_query(collection, tmp_path, leaks):
+    """/similar goes through index.image_query.similar only: an unknown id is 404, a start with no window
+    is 400 invalid_query (the parameter is wrong, the video exists)."""
+    _, entries = collection
+    searcher = WindowedSearcher(entries)
+    app = leaks.wrap(create_app(searcher, thumbnail_dir=tmp_path / "thumbs", max_k=20, default_k=5))
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
+        r = c.get("/similar/0?k=3")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert 0 not in [h["id"] for h in body["hits"]] and len(body["hits"]) == 3
+        assert body["source"] == {"id": 0, "start": None} and any("more like this" in n for n in body["notes"])
+        assert c.get("/similar/0?start=10").status_code == 200 and searcher.vector_calls[-1] == (0, 10.0)
+        past = c.get("/similar/0?start=95")  # past the video's last window
+        assert past.status_code == 400 and past.json()["error"] == "invalid_query"
+        assert "video 0 has no stored window" in past.json()["detail"]
+        whole = c.get("/similar/1?start=3")  # one whole-file row: no windows at all
+        assert whole.status_code == 400 and whole.json()["error"] == "invalid_query"
+        assert c.get("/similar/1").status_code == 200
+        missing = c.get("/similar/8")
+        assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+
+
+def test_unbatched_search_is_first_come_first_served(collection, tmp_path, leaks):
+    """--no-batching: searches run one at a time in arrival order (the FifoLock), whatever the thread pool
+    does. The first search blocks; the others arrive while it runs, each known to be queued before the next."""
+    import threading
+
+    _, entries = collection
+    started, release = threading.Event(), threading.Event()
+
+    class Blocking(FakeSearcher):
+        def search(self, query, k=10):
+            if query == "first":
+                started.set()
+                release.wait(10)
+            return super().search(query, k)
+
+    searcher = Blocking(entries)
+    app = create_app(searcher, thumbnail_dir=tmp_path / "thumbs", batching=False)
+    lock = None
+
+    async def main():
+        nonlocal lock
+        import httpx
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            first = asyncio.create_task(c.get("/search", params={"q": "first"}))
+            await asyncio.to_thread(started.wait, 10)
+            lock = app.state.search_lock
+            rest = []
+            for i in range(8):
+                rest.append(asyncio.create_task(c.get("/search", params={"q": f"query {i}"})))
+                while lock.waiting() < i + 1:
+                    await asyncio.sleep(0.001)
+            release.set()
+            answers = await asyncio.gather(first, *rest)
+            assert all(a.status_code == 200 for a in answers)
+
+    asyncio.run(main())
+    assert [q for q, _ in searcher.queries] == ["first"] + [f"query {i}" for i in range(8)]
+    assert not lock.locked()
+

@@ -33,7 +33,6 @@ import logging
 import math
 import os
 import re
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
@@ -49,7 +48,7 @@ from starlette.routing import Match
 from ..core.display import printable
 from . import apidocs
 from .examples import example_queries
-from .batching import DEFAULT_CACHE_SIZE, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_MS, QueryBatcher, VectorCache
+from .batching import DEFAULT_CACHE_SIZE, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_MS, FifoLock, QueryBatcher, VectorCache
 from .files import DescriptorFileResponse, NotServable, OpenedVideo, open_indexed, real_roots
 from .middleware import DroppedConnectionGuard, HostCheck, default_hosts
 from .previews import DEFAULT_MAX_BYTES as DEFAULT_PREVIEW_MAX_BYTES
@@ -96,11 +95,13 @@ _ID = re.compile(r"[0-9]{1,12}")
 class SearcherLike(Protocol):
     """What the app needs from a searcher (``hybridtower.index.searcher.Searcher`` is one).
 
-    ``search`` returns an object with ``hits`` (each with ``id``, ``video_id``, ``path``, ``score``),
-    ``took_ms``, ``truncated``, ``num_tokens`` and ``notes``; ``entry(id)`` returns the indexed row
+    ``search`` returns an object with ``hits`` (``hybridtower.index.searcher.Hit``: its ``to_public_dict()``
+    is the hit schema), ``took_ms``, ``truncated``, ``num_tokens`` and ``notes``; ``entry(id)`` returns the indexed row
     (``path``, ``video_id``, ``size``, ``mtime_ns``) or None; ``manifest["roots"]`` lists the indexed
     folders (files outside them are never served). Optional: ``encode_queries(texts)`` and
-    ``search(..., query_vector=v)`` (batching), ``index_dir`` and ``open`` (following new generations).
+    ``search(..., query_vector=v)`` (batching); ``vector(id, start=)``, ``rows_of(id)`` and
+    ``search_vector(v, k, exclude_id=)`` (``/similar``, through ``index.image_query.similar``); ``index_dir``
+    and ``open`` (following new generations).
     """
 
     manifest: dict
@@ -110,15 +111,6 @@ class SearcherLike(Protocol):
     def entry(self, id: int) -> Any: ...
 
     def __len__(self) -> int: ...
-
-
-def _query_error_types() -> tuple[type[BaseException], ...]:
-    """The searcher's "bad query" error, if the index package provides one."""
-    try:
-        from ..index.searcher import QueryError  # type: ignore[attr-defined]
-    except Exception:  # the index package is optional for fakes in tests
-        return ()
-    return (QueryError,)
 
 
 def _manifest_summary(searcher) -> dict:
@@ -182,8 +174,8 @@ def create_app(
 
     ``thumbnail_dir``: where thumbnails are cached (default: a temporary folder for this process).
     ``max_k``: larger ``k`` values are lowered to it (with a note). ``serialize``: run one search at a
-    time when not batching (the model already uses every core for one query; this also protects searchers
-    that are not thread-safe). ``allowed_hosts``: the ``Host`` names answered (default: loopback names).
+    time when not batching, in the order the requests came (a FIFO lock: the model already uses every
+    core for one query; this also protects searchers that are not thread-safe). ``allowed_hosts``: the ``Host`` names answered (default: loopback names).
     ``batching``: encode the queries of concurrent requests together (needs ``searcher.encode_queries``;
     see :mod:`hybridtower.service.batching`); ``query_cache``: LRU size of query vectors (0 = off).
     ``reopen``: a callable returning a freshly opened searcher, called when the index gets a new
@@ -196,6 +188,10 @@ def create_app(
     """
     import tempfile
 
+    from ..index import image_query  # the index package: image search and "more like this"
+    from ..index.searcher import QueryError
+    from ..index.searcher import clean_query as searcher_clean  # the text the searcher encodes
+
     if thumbnail_dir is None:
         thumbnail_dir = Path(tempfile.mkdtemp(prefix="hybridtower-thumbs-"))
     if preview_dir is None:
@@ -206,8 +202,7 @@ def create_app(
     preview_limiter = anyio.CapacityLimiter(max(1, int(preview_workers)))
     preview_waiting = [0]
     examples_cache: dict = {}
-    query_errors = _query_error_types()
-    search_lock = threading.Lock() if serialize else None
+    search_lock = FifoLock() if serialize else None  # unbatched: one search at a time, first come first served
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8").replace("{{TITLE}}", _html_escape(title))
     index_dir = getattr(searcher, "index_dir", None)
     if reopen is None and index_dir is not None and callable(getattr(type(searcher), "open", None)):
@@ -225,6 +220,7 @@ def create_app(
     app.state.previews = previews
     app.state.batcher = batcher
     app.state.query_cache = cache
+    app.state.search_lock = search_lock  # unbatched searches (FifoLock), None when not serialized
     app.state.started = time.time()
     app.state.allowed_hosts = tuple(allowed_hosts) if allowed_hosts is not None else default_hosts()
 
@@ -334,34 +330,38 @@ def create_app(
         }
         return body
 
-    def run_search(s, text: str, k: int, vector):
-        kw = {} if vector is None else {"query_vector": vector}
-        if search_lock is not None and vector is None:
-            with search_lock:
-                return s.search(text, k=k, **kw)
-        return s.search(text, k=k, **kw)
+    def search_alone(s, text: str, k: int, key):
+        """One search on its own (unbatched): the cached vector, else the searcher encodes it."""
+        if key is None:
+            return s.search(text, k=k)
+        vector = cache.get(key)
+        if vector is None:
+            vector = s.encode_queries([key[1]])[0]
+            cache.put(key, vector)
+        return s.search(text, k=k, query_vector=vector)
 
     async def encode_and_search(s, text: str, k: int):
-        """Search ``text``: its vector from the cache, else encoded in a batch with concurrent requests
-        (ranked in the batcher's worker right after), else by the searcher itself (unbatched)."""
-        if not _can_batch(s) or (batcher is None and cache is None):
-            return await run_in_threadpool(run_search, s, text, k, None)
-        from ..index.searcher import clean_query as searcher_clean  # the text the searcher would encode
+        """Search ``text``: its vector from the cache or encoded in a batch with concurrent requests (ranked
+        in the batcher's worker right after, awaited here on the event loop: no thread of the pool is
+        held), else on its own in the thread pool, one at a time in arrival order (``serialize``)."""
+        key = None
+        if _can_batch(s) and (batcher is not None or cache is not None):
+            encoded_text, _ = searcher_clean(text)
+            key = (_model_key(s), encoded_text)
+        if key is not None and batcher is not None:
+            vector = cache.get(key) if cache is not None else None
+            if vector is None:
+                def finish(v):
+                    if cache is not None:
+                        cache.put(key, v)
+                    return s.search(text, k=k, query_vector=v)
 
-        encoded_text, _ = searcher_clean(text)
-        key = (_model_key(s), encoded_text)
-        vector = cache.get(key) if cache is not None else None
-        if vector is None and batcher is not None:
-            def finish(v):
-                if cache is not None:
-                    cache.put(key, v)
-                return run_search(s, text, k, v)
-
-            return await batcher.aencode(s, encoded_text, finish)
-        if vector is None:
-            vector = (await run_in_threadpool(s.encode_queries, [encoded_text]))[0]
-            cache.put(key, vector)
-        return await run_in_threadpool(run_search, s, text, k, vector)
+                return await batcher.aencode(s, encoded_text, finish)
+            return await run_in_threadpool(s.search, text, k=k, query_vector=vector)
+        if search_lock is None:
+            return await run_in_threadpool(search_alone, s, text, k, key)
+        async with search_lock:  # the thread pool call finishes before the lock is released, even if cancelled
+            return await run_in_threadpool(search_alone, s, text, k, key)
 
     def whole_number(params, name: str, code: str, expected: str) -> int | None:
         """The integer parameter ``name`` (None when absent or blank); _BadRequest ``code`` saying
@@ -462,7 +462,7 @@ def create_app(
         notes.extend(k_notes)
         try:
             result = await encode_and_search(s, cq.text, offset + k)
-        except query_errors as exc:  # type: ignore[misc]
+        except QueryError as exc:
             return error(400, "invalid_query", str(exc))
         except EmptyQuery as exc:
             return error(400, "empty_query", str(exc))
@@ -495,12 +495,9 @@ def create_app(
         data = b"".join(chunks)
         if not data:
             return error(400, "empty_image", "the request body is empty: send the image file as the body")
-        iq = _image_query()
-        if iq is None or not callable(getattr(iq, "search_image", None)):
-            return error(501, "not_supported", "this installation cannot search by image (no image_query module)")
         try:
-            result = await run_in_threadpool(iq.search_image, s, data, offset + k)
-        except query_errors as exc:  # type: ignore[misc]
+            result = await run_in_threadpool(image_query.search_image, s, data, offset + k)
+        except QueryError as exc:
             return error(400, "invalid_image", str(exc))
         return result_json(s, result, query=getattr(result, "query", "") or "an example image", k=k, offset=offset,
                            notes=notes, t0=t0)
@@ -523,13 +520,9 @@ def create_app(
         except _BadRequest as exc:
             return error(400, exc.code, exc.detail)
         try:
-            result = await run_in_threadpool(_similar, s, vid_int, start, offset + k)
-        except _NotSupported as exc:
-            return error(501, "not_supported", str(exc))
-        except query_errors as exc:  # type: ignore[misc]
+            result = await run_in_threadpool(image_query.similar, s, vid_int, start, offset + k)
+        except QueryError as exc:  # e.g. no window of this video at `start`: the parameter is wrong, 400
             return error(400, "invalid_query", str(exc))
-        if result is None:
-            return error(404, "not_found", f"video {vid_int} has no stored vector to search with")
         name = Path(getattr(entry, "video_id", "") or str(vid_int)).name
         label = f"more like {printable(name)}" + (f" at {_clock(start)}" if start is not None else "")
         return result_json(s, result, query=label, k=k, offset=offset, notes=notes, t0=t0,
@@ -705,42 +698,6 @@ class _BadRequest(Exception):
         self.code, self.detail = code, detail
 
 
-class _NotSupported(Exception):
-    """The searcher (or this installation) cannot do what was asked; ``str`` is safe to show."""
-
-
-def _image_query():
-    """``hybridtower.index.image_query`` when this installation has it, else None."""
-    try:
-        from ..index import image_query  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return image_query
-
-
-def _similar(searcher, id: int, start: float | None, k: int):
-    """"More like this" through ``image_query.similar`` when present, else the searcher's own
-    ``vector`` + ``search_vector`` (the source video left out). None when the video has no vector."""
-    iq = _image_query()
-    if iq is not None and callable(getattr(iq, "similar", None)):
-        return iq.similar(searcher, id, start, k=k)
-    vector_of, search_vector = getattr(searcher, "vector", None), getattr(searcher, "search_vector", None)
-    if not callable(vector_of) or not callable(search_vector):
-        raise _NotSupported("this index cannot search by example")
-    try:
-        v = vector_of(id, start) if start is not None else vector_of(id)
-    except TypeError:  # a searcher without windows
-        v = vector_of(id)
-    if v is None:
-        return None
-    try:
-        return search_vector(v, k, exclude_id=id)
-    except TypeError:  # no exclude_id yet: ask for one more and drop the source
-        result = search_vector(v, k + 1)
-        result.hits = [h for h in result.hits if int(h.id) != int(id)][:k]
-        return result
-
-
 def _clock(seconds: float | None) -> str:
     """``75.5`` -> ``1:15``; ``3725`` -> ``1:02:05``."""
     if seconds is None:
@@ -750,23 +707,10 @@ def _clock(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
-def public_hit(hit) -> dict:
-    """THE hit schema: ``hit.to_public_dict()`` where the searcher provides it, else the same fields read
-    from the hit (``start``/``end`` None, ``moments`` [] and ``weak`` False when it has none)."""
-    to_public = getattr(hit, "to_public_dict", None)
-    if callable(to_public):
-        return dict(to_public())
-    hid = int(hit.id)
-    start, end = getattr(hit, "start", None), getattr(hit, "end", None)
-    return {"id": hid, "video_id": str(getattr(hit, "video_id", hid)), "score": float(hit.score),
-            "start": None if start is None else float(start), "end": None if end is None else float(end),
-            "moments": [dict(m) for m in (getattr(hit, "moments", None) or [])],
-            "weak": bool(getattr(hit, "weak", False))}
-
-
 def _hit_json(rank: int, hit) -> dict:
-    """A public hit plus what the page needs: ``rank``, ``name`` (base name) and URLs (no server path)."""
-    out = public_hit(hit)
+    """THE hit schema (``Hit.to_public_dict()``, as ``search --json``) plus what the page needs: ``rank``,
+    ``name`` (base name) and URLs (no server path)."""
+    out = hit.to_public_dict()
     hid = int(out["id"])
     start = out.get("start")
     at = "" if start is None else f"?start={float(start):g}"
