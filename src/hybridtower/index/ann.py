@@ -130,9 +130,39 @@ def load_ann(path: str | Path, kind: str, params: dict):
 
 
 def search_ann(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores [Q, k], rows [Q, k]); rows of -1 (fewer than k found) are dropped by the caller."""
+    """(scores [Q, k], rows [Q, k]); rows of -1 (fewer than k found) are dropped by the caller.
+
+    ``k`` rows come back whenever the index holds them: an IVF index whose ``nprobe`` probed cells hold
+    fewer than ``k`` rows (a small cell, or one video's many windows crowding one cell) is searched again
+    with 4x the cells until ``k`` are found or every cell was probed, and an HNSW search that finds fewer
+    than ``k`` is repeated with 4x ``efSearch`` (up to the number of rows). The wider setting is passed per
+    call (FAISS search parameters), never stored on the shared index. So fewer than ``k`` rows means the
+    index has no more to give, which the searcher relies on when it fetches candidates until they cover
+    ``k`` videos."""
     k = max(1, min(int(k), index.ntotal))
-    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    scores, rows = index.search(q, k)
+    for params in _wider_searches(index, k):
+        if len(rows) == 0 or int((rows >= 0).sum(axis=1).min()) >= k:
+            break
+        scores, rows = index.search(q, k, params=params)
+    return scores, rows
+
+
+def _wider_searches(index, k: int):
+    """FAISS search parameters of ever wider IVF / HNSW searches of ``index`` (nothing for other kinds)."""
+    faiss = _faiss()
+    base = index.index if isinstance(index, ThreadedSearch) else index
+    if isinstance(base, faiss.IndexIVF):
+        nprobe = int(base.nprobe)
+        while nprobe < base.nlist:
+            nprobe = min(int(base.nlist), 4 * nprobe)
+            yield faiss.SearchParametersIVF(nprobe=nprobe)
+    elif isinstance(base, faiss.IndexHNSW):
+        ef, most = max(int(base.hnsw.efSearch), k), max(int(base.ntotal), k)
+        while ef < most:
+            ef = min(most, 4 * ef)
+            yield faiss.SearchParametersHNSW(efSearch=ef)
 
 
 class ThreadedSearch:
@@ -152,14 +182,15 @@ class ThreadedSearch:
     def __getattr__(self, name):
         return getattr(self.__dict__["index"], name)
 
-    def search(self, queries, k):
+    def search(self, queries, k, params=None):
+        kw = {} if params is None else {"params": params}
         if not self.threads:
-            return self.index.search(queries, k)
+            return self.index.search(queries, k, **kw)
         faiss = _faiss()
         before = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(self.threads)
         try:
-            return self.index.search(queries, k)
+            return self.index.search(queries, k, **kw)
         finally:
             faiss.omp_set_num_threads(before)
 
