@@ -66,6 +66,18 @@ def test_two_processes_shard_and_rank0_merges(setup, tmp_path):
     assert m["complete"] and m["count"] == 5 and m["shard"] is None
     hits = Searcher.open(out).search("a ball", k=5).hits
     assert [h.id for h in hits] == [h.id for h in Searcher.open(setup["single"]).search("a ball", k=5).hits]
+    _calibrated_like_single(out, setup["single"])
+
+
+def _calibrated_like_single(out: Path, single: Path) -> None:
+    """The merge calibrated the weak-match threshold once, as the single-process build of the same videos did
+    (same vectors up to float rounding, so the same threshold), and search flags hits with it."""
+    m, ref = read_manifest(out), read_manifest(single)
+    assert isinstance(ref["weak_match"]["threshold"], float)
+    assert isinstance(m["weak_match"]["threshold"], float)
+    assert m["weak_match"]["threshold"] == pytest.approx(ref["weak_match"]["threshold"], abs=1e-4)
+    assert m["weak_match"]["captions"] == ref["weak_match"]["captions"]
+    assert Searcher.open(out).weak_threshold == m["weak_match"]["threshold"]
 
 
 def test_ranks_in_process_and_resume(setup, tmp_path):
@@ -81,6 +93,8 @@ def test_ranks_in_process_and_resume(setup, tmp_path):
     assert sorted(e["path"] for e in s0.skipped) == [str(setup["folder"] / n) for n in ("bad.mp4", "video3_bad.mp4")]
     assert s0.exit_code == 3
     _same_index(out, setup["single"])
+    _calibrated_like_single(out, setup["single"])
+    # the shards themselves are never calibrated (only the merged index is searched)
 
 
 def test_merge_command_after_rank0_died(setup, tmp_path):
@@ -90,7 +104,10 @@ def test_merge_command_after_rank0_died(setup, tmp_path):
     out = tmp_path / "idx"
     build_index([setup["folder"]], out, setup["ckpt"], IndexOptions(**OPTS), rank=1, world_size=2)
     assert main(["index", "--merge", "--out", str(out), "--no-progress"]) == 3  # rank 1's bad file is reported
-    assert read_manifest(out)["count"] == 2
+    m = read_manifest(out)
+    assert m["count"] == 2
+    # --merge has no model of its own: it loads the checkpoint the index records and calibrates with it
+    assert isinstance(m["weak_match"]["threshold"], float)
     s = build_index([setup["folder"]], out, None, IndexOptions(**OPTS))
     assert (s.unchanged, s.encoded, s.count) == (2, 3, 5)
     # ids follow the order files were committed in, so compare by path; vectors must be the same
@@ -114,3 +131,25 @@ def test_merge_refuses_a_shard_of_another_model(setup, tmp_path):
     shutil.copytree(tmp_path / "tmpshard", out / "shards" / "rank-0-of-1")
     with pytest.raises(IndexMismatchError, match="shard rank-0-of-1"):
         merge_shards(out)
+
+
+def test_merge_without_its_checkpoint_commits_uncalibrated_then_a_run_calibrates(setup, tmp_path, capsys):
+    """The recorded checkpoint is gone: the merge still commits (no cue, a note says why); the next
+    single-process run with the checkpoint calibrates the index without encoding anything."""
+    ckpt = tmp_path / "moved.safetensors"
+    shutil.copy2(setup["ckpt"], ckpt)
+    out = tmp_path / "idx"
+    build_index([setup["folder"]], out, ckpt, IndexOptions(**OPTS), rank=1, world_size=2)
+    build_index([setup["folder"]], out, ckpt, IndexOptions(**OPTS), rank=0, world_size=2)  # merges: calibrated
+    assert "weak_match" in read_manifest(out)
+    build_index([setup["folder"]], out, ckpt, IndexOptions(**OPTS), rank=1, world_size=2)  # a new shard
+    ckpt.unlink()
+    capsys.readouterr()
+    s = merge_shards(out)
+    assert s.count == 5 and s.merged_shards == 1
+    assert "weak-match calibration skipped after the merge" in capsys.readouterr().err
+    assert "weak_match" not in read_manifest(out)
+    assert Searcher.open(out, checkpoint=setup["ckpt"]).weak_threshold is None
+    again = build_index([setup["folder"]], out, setup["ckpt"], IndexOptions(**OPTS))
+    assert again.encoded == 0  # (it commits: the error log now lists both ranks' bad files)
+    _calibrated_like_single(out, setup["single"])

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -39,9 +38,10 @@ from .scan import FoundFile, collect_files, file_sha256, normalise_extensions
 from .session import Session, apply_metadata, request_ann
 from .shards import merge_shards, run_distributed, shard_name
 from .verify import verify_index
+from .weak_match import calibrate_weak_match, top1_function
 
 __all__ = ["EXIT_OK", "EXIT_SKIPPED", "EXIT_NO_VIDEOS", "IndexOptions", "IndexRunSummary", "build_index",
-           "merge_shards", "shard_name"]
+           "merge_shards", "shard_name", "calibrate_weak_match", "top1_function"]
 
 LOST = "its stored vector was damaged and the file is no longer there: dropped from the index"
 
@@ -316,42 +316,6 @@ def save_model_into_index(out, spec: str, pretrained: str | None, overwrite: boo
     finally:
         fresh.unlink(missing_ok=True)
     return target
-
-
-def top1_function(index_dir: Path, model, manifest: dict):
-    """``top1(texts)``: each text's best score on the committed index, computed by a Searcher over it with
-    ``model`` (the same encode, exact / FAISS search and, for X-Pool, the same re-ranking as a search)."""
-    from .searcher import Searcher
-
-    searcher = Searcher(index_dir, store.load_index(index_dir, manifest), model, device=str(next(model.parameters()).device),
-                        exact_kernel="numpy")
-
-    def top1(texts: list[str]):
-        import numpy as np
-
-        vectors = searcher.encode_queries(list(texts))
-        return np.asarray([searcher.search(t, 1, query_vector=v).hits[0].score for t, v in zip(texts, vectors)])
-
-    return top1
-
-
-def calibrate_weak_match(writer: store.IndexWriter, model) -> dict | None:
-    """Measure the weak-match threshold of the index just committed (``index.calibration``) and record it
-    in the manifest as ``weak_match`` (the same generation: only the manifest is rewritten, its digest
-    covers the new key). Skipped for an empty index."""
-    from .calibration import measure_weak_match
-
-    manifest = writer.manifest
-    if not manifest or not manifest.get("count"):
-        return None
-    try:
-        info = measure_weak_match(top1_function(writer.dir, model, manifest))
-    except Exception as exc:  # the index is built and committed; a failed calibration only loses the cue
-        print(f"warning: weak-match calibration failed ({type(exc).__name__}: {exc}); search will not flag weak "
-              f"matches", file=sys.stderr, flush=True)
-        return None
-    writer.commit(dict(manifest, weak_match=info))
-    return info
 
 
 def _errors_changed(index_dir: Path, errors: list[dict]) -> bool:

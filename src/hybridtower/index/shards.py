@@ -1,5 +1,7 @@
 """torchrun sharding: each rank indexes its share into ``INDEX_DIR/shards/rank-R-of-W``; rank 0 (or
-``hybridtower index --merge``) merges the shards into the main index in one commit (``merge_shards``)."""
+``hybridtower index --merge``) merges the shards into the main index in one commit (``merge_shards``) and
+then calibrates the merged index's weak-match threshold once (``weak_match``), as a single-process build
+does when it completes."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from .options import IndexOptions, IndexRunSummary, finish, run_record
 from .scan import FoundFile
 from .session import Session, apply_metadata, request_ann
 from .verify import verify_index
+from .weak_match import calibrate_weak_match
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +80,33 @@ def run_distributed(paths, out: Path, model, identity, options, summary, to_enco
             print(f"rank 0: waiting for shards {pending}", file=sys.stderr, flush=True)
             announced = True
         time.sleep(0.5)
-    return merge_shards(out, options=options, touched=touched, gone=gone, summary=summary, t0=t0)
+    return merge_shards(out, options=options, touched=touched, gone=gone, summary=summary, t0=t0, model=model)
 
 
 def _windows(manifest: dict) -> dict:
     return manifest.get("windows") or {"window": 0.0, "stride": 0.0}  # older indexes: one row per file
+
+
+def _model_for_calibration(out: Path, manifest: dict, device: str):
+    """The model the merged index was built with, loaded from its own model file or the checkpoint it
+    records; None (with a note) when that is not possible."""
+    from .identity import load_checkpoint, same_model
+
+    own = store.model_file_path(out, manifest)
+    checkpoint = own if own is not None and own.is_file() else manifest["model"].get("checkpoint")
+    why = "the index records no checkpoint"
+    if checkpoint:
+        try:
+            model, identity = load_checkpoint(checkpoint, device=device)
+        except Exception as exc:  # the merge is committed; without the model only the cue is missing
+            why = f"its checkpoint cannot be loaded ({type(exc).__name__})"
+        else:
+            if same_model(manifest["model"], identity):
+                return model
+            why = "the checkpoint it records now holds another model"
+    print(f"note: weak-match calibration skipped after the merge: {why}; the next `hybridtower index` run over "
+          f"this index (with --checkpoint) calibrates it", file=sys.stderr, flush=True)
+    return None
 
 
 def _shard_done(shard_dir: Path, sha: str) -> bool:
@@ -93,12 +118,17 @@ def _shard_done(shard_dir: Path, sha: str) -> bool:
 
 
 def merge_shards(out, options: IndexOptions | None = None, *, touched=(), gone=(), summary: IndexRunSummary | None = None,
-                 t0: float | None = None, keep_shards: bool = False) -> IndexRunSummary:
+                 t0: float | None = None, keep_shards: bool = False, model=None) -> IndexRunSummary:
     """Merge every shard under ``out/shards`` into the main index at ``out`` (one commit), then delete them.
 
     Shards must have been made by the same model as the main index (and each other). Entries of a shard
     replace main-index entries with the same path (keeping their ids); new paths get new ids in path order.
     A damaged main index is refused (a single-process run repairs it first); a damaged shard is refused.
+
+    The merged index's weak-match threshold is then measured once with ``model`` (rank 0 passes the model
+    it encoded with), or else with the checkpoint the index records (``--merge``); when that checkpoint
+    cannot be loaded, or is not the index's model, the merge stands without the cue and a note says so (the
+    next single-process run over the index calibrates it).
     """
     options = options or IndexOptions()
     t0 = time.monotonic() if t0 is None else t0
@@ -161,6 +191,9 @@ def merge_shards(out, options: IndexOptions | None = None, *, touched=(), gone=(
         summary.merged_shards = len(manifests)
         request_ann(session, options)
         gen = session.commit(complete=True, build_ann=True, extra={"last_run": run_record(summary, t0)})
+        calibrator = model if model is not None else _model_for_calibration(out, writer.manifest, options.device)
+        if calibrator is not None:
+            calibrate_weak_match(writer, calibrator)
         summary.count = len(session.entries)
         summary.generation = gen
         summary.ann = session.ann.get("kind", "flat")
