@@ -295,9 +295,11 @@ def save_model_into_index(out, spec: str, pretrained: str | None, overwrite: boo
     """Build ``spec`` (``clip:ARCH``, a preset) with ``hybridtower.create_model(spec, pretrained=...)`` and keep it
     as the index's own checkpoint, ``INDEX_DIR/model.safetensors`` (recorded and checksummed in the manifest,
     never garbage-collected; search and serve use it later, offline). When the index already holds one, the
-    new build must be the same model (same config and weights), unless ``overwrite``."""
+    new build must be the same model (same config and weights), unless ``overwrite``; then nothing is
+    written. The identity of the build is computed from the model in memory: it is the identity its saved
+    file would load with (``save_model`` stores the resolved config and the state dict as they are)."""
     from .. import hub
-    from .identity import same_model
+    from .identity import model_identity, same_model
 
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
@@ -306,15 +308,9 @@ def save_model_into_index(out, spec: str, pretrained: str | None, overwrite: boo
     if overwrite or not target.is_file():
         hub.save_model(model, target)
         return target
-    fresh = out / f".{store.MODEL_FILE}.new.tmp"  # a leftover is garbage-collected by the next writer
-    try:
-        hub.save_model(model, fresh)
-        a, b = load_checkpoint(target)[1], load_checkpoint(fresh)[1]
-        if not same_model(a, b):
-            raise ConfigError(f"{printable_path(out.name)} holds a model other than {spec} (pretrained "
-                              f"{pretrained or 'none'}): rebuild with --overwrite, or index without --model")
-    finally:
-        fresh.unlink(missing_ok=True)
+    if not same_model(load_checkpoint(target)[1], model_identity(model, None)):
+        raise ConfigError(f"{printable_path(out.name)} holds a model other than {spec} (pretrained "
+                          f"{pretrained or 'none'}): rebuild with --overwrite, or index without --model")
     return target
 
 

@@ -134,14 +134,11 @@ def make_collection(data: Path, recipe: DemoRecipe, progress: bool) -> None:
     _cmd(argv)
 
 
-def make_long_video(out: Path) -> dict | None:
-    """``OUT/long/long-demo.mp4``: a long synthetic video with one described event (None when this
-    installation has no ``write_long_video``). Reused when its recorded recipe matches."""
-    try:
-        from ...data.synthetic.long import write_long_video
-    except ImportError:
-        _say("      (no long synthetic video: this installation has no data.synthetic.long)")
-        return None
+def make_long_video(out: Path) -> dict:
+    """``OUT/long/long-demo.mp4``: a long synthetic video with one described event. Reused when its
+    recorded recipe matches."""
+    from ...data.synthetic.long import write_long_video
+
     folder = out / "long"
     meta_path = out / "long.json"
     video = folder / LONG_NAME
@@ -230,10 +227,10 @@ def demo_checkpoint(args, out: Path, data: Path, recipe: DemoRecipe, shipped: bo
     return train_checkpoint(out, data, recipe, not args.no_progress)
 
 
-def build_demo_index(ckpt: Path, data: Path, index_dir: Path, progress: bool, long_dir: Path | None = None):
+def build_demo_index(ckpt: Path, data: Path, index_dir: Path, progress: bool, long_dir: Path):
     from ...index import IndexMismatchError, IndexOptions, build_index
 
-    roots = [data / "videos"] + ([long_dir] if long_dir is not None else [])
+    roots = [data / "videos", long_dir]
     _say(f"[3/5] index: hybridtower index {' '.join(str(r) for r in roots)} --checkpoint {ckpt} --out {index_dir}")
     options = IndexOptions(progress=progress, num_workers=0)
     try:
@@ -243,7 +240,7 @@ def build_demo_index(ckpt: Path, data: Path, index_dir: Path, progress: bool, lo
         options.overwrite = True
         summary = build_index(roots, index_dir, checkpoint=ckpt, options=options)
     state = "up to date" if summary.up_to_date else f"{summary.encoded} encoded, {summary.unchanged} unchanged"
-    if getattr(summary, "windows", 0):
+    if summary.windows:
         state += f"; {summary.windows} moment windows of long videos"
     _say(f"      {summary.count} videos ({state}) in {summary.seconds:.1f} s")
     for s in summary.skipped:
@@ -291,10 +288,8 @@ def example_queries(searcher, data: Path, n: int, k: int) -> dict:
     return stats
 
 
-def moment_query(searcher, long: dict | None, k: int) -> dict:
+def moment_query(searcher, long: dict, k: int) -> dict:
     """Search the long video's caption; print its hit with the moment (start-end) where it matched."""
-    if not long:
-        return {}
     res = searcher.search(long["caption"], k=min(1000, max(k, len(searcher))))
     ev = (long["event_start"], long["event_end"])
     _say(f'\n  moment: "{long["caption"]}"   (expected: {LONG_NAME} at {_clock(ev[0])}-{_clock(ev[1])}; '
@@ -304,7 +299,7 @@ def moment_query(searcher, long: dict | None, k: int) -> dict:
         name = Path(h.path).name
         if rank > k and name != LONG_NAME:
             continue
-        start, end = getattr(h, "start", None), getattr(h, "end", None)
+        start, end = h.start, h.end
         where = f"  {_clock(start)}-{_clock(end)}" if start is not None and end is not None else ""
         mark = ""
         if name == LONG_NAME:
@@ -358,13 +353,13 @@ def _run(args, out: Path, recipe: DemoRecipe, shipped: bool, progress: bool, soc
     make_collection(data, recipe, progress)
     long = make_long_video(out)
     ckpt = demo_checkpoint(args, out, data, recipe, shipped=shipped)
-    build_demo_index(ckpt, data, out / "index", progress, out / "long" if long else None)
+    build_demo_index(ckpt, data, out / "index", progress, out / "long")
     searcher = Searcher.open(out / "index", checkpoint=ckpt)
     stats = example_queries(searcher, data, args.queries, args.k)
     stats.update(moment_query(searcher, long, args.k))
     _say(f"\n[5/5] done in {time.monotonic() - t0:.0f} s; search from the shell with:")
     _say(f'      hybridtower search {shlex.quote(str(out / "index"))} '
-         f'{shlex.quote(long["caption"] if long else "a red circle bounces")} -k 5')
+         f'{shlex.quote(long["caption"])} -k 5')
     from ...core.io import atomic_write_json
 
     atomic_write_json(out / "demo_summary.json", {"checkpoint": str(ckpt), "recipe": asdict(recipe), **stats})
@@ -379,7 +374,7 @@ def _run(args, out: Path, recipe: DemoRecipe, shipped: bool, progress: bool, soc
     host, port = sock.getsockname()[:2]
     app = create_app(searcher, thumbnail_dir=default_cache_dir(out / "index"), title="hybridtower demo",
                      allowed_hosts=default_hosts(args.host), preview_dir=out / "previews")
-    q = urllib.parse.urlencode({"q": long["caption"] if long else "a red circle bounces"})
+    q = urllib.parse.urlencode({"q": long["caption"]})
     _say(f"      web page: http://{host}:{port}/?{q}   (Ctrl-C stops; same as `{serve_cmd}`)")
     serve_forever(app, sock, log_level="warning", access_log=False)
     return 0
