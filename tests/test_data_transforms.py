@@ -55,13 +55,13 @@ def _open_clip_longest(frame: np.ndarray, size: int, fill: int, interpolation: s
 
 
 @pytest.mark.parametrize("hw", [(48, 80), (90, 36), (61, 97), (40, 40), (17, 120)])
-@pytest.mark.parametrize("fill", [0, 200])
-def test_longest_matches_open_clip(hw, fill):
+@pytest.mark.parametrize("fill,interp", [(0, "bicubic"), (200, "bicubic"), (90, "bilinear")])
+def test_longest_matches_open_clip(hw, fill, interp):
     h, w = hw
     s = 32
     frame = _smooth_frame(h, w, seed=h * 1000 + w)
-    ref = _open_clip_longest(frame, s, fill)
-    cfg = PreprocessConfig(image_size=s, resize_mode="longest", fill=fill)
+    ref = _open_clip_longest(frame, s, fill, interp)
+    cfg = PreprocessConfig(image_size=s, resize_mode="longest", fill=fill, interpolation=interp)
     ours = preprocess_frames(frame[None], cfg)[0]
     assert ours.shape == ref.shape == (3, s, s)
 

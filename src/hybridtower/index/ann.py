@@ -142,10 +142,11 @@ def search_ann(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
     k = max(1, min(int(k), index.ntotal))
     q = np.ascontiguousarray(queries, dtype=np.float32)
     scores, rows = index.search(q, k)
-    for params in _wider_searches(index, k):
-        if len(rows) == 0 or int((rows >= 0).sum(axis=1).min()) >= k:
-            break
-        scores, rows = index.search(q, k, params=params)
+    if len(rows) and int((rows >= 0).sum(axis=1).min()) < k:  # some query got fewer than k rows
+        for params in _wider_searches(index, k):
+            scores, rows = index.search(q, k, params=params)
+            if int((rows >= 0).sum(axis=1).min()) >= k:
+                break
     return scores, rows
 
 
