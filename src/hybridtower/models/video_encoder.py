@@ -92,11 +92,6 @@ def vip_attention_mask(num_global: int, num_frames: int, frame_len: int, device=
     return allowed
 
 
-def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    b, n, w = x.shape
-    return x.view(b, n, heads, w // heads).transpose(1, 2)  # [B, H, N, hd]
-
-
 class VideoProxyEncoder(nn.Module):
     """Video encoder over an open_clip ``VisionTransformer`` (held as ``self.visual``, not copied)."""
 
@@ -168,13 +163,19 @@ class VideoProxyEncoder(nn.Module):
         return v.ln_pre(seq), t, frame_len
 
     def _attention(self, block, y: torch.Tensor, t: int, frame_len: int, need_probs: bool):
+        """Video-proxy-guided attention of one block over ``y`` [B, N, W] -> (output [B, N, W], probs).
+
+        ``probs`` (the global rows' post-softmax attention [B, H, M, N]) is computed by hand only when
+        ``need_probs`` (the ITS layer); everywhere else, and for the frame rows always, the attention is
+        ``F.scaled_dot_product_attention`` on 4-D ``[batch, heads, rows, head_dim]`` tensors, the shape its
+        fused CPU / GPU kernels take (a 5-D call falls back to the unfused math path)."""
         attn = block.attn
         b, n, w = y.shape
         m = self.num_global
         h = attn.num_heads
-        q, k, v = F.linear(y, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-        q, k, v = (_split_heads(z, h) for z in (q, k, v))  # [B, H, N, hd]
-        hd = q.shape[-1]
+        hd = w // h
+        qkv = F.linear(y, attn.in_proj_weight, attn.in_proj_bias).view(b, n, 3, h, hd)
+        q, k, v = (z.transpose(1, 2) for z in qkv.unbind(2))  # [B, H, N, hd] views
         # global rows: attend to the whole sequence
         probs = None
         if need_probs:
@@ -183,13 +184,17 @@ class VideoProxyEncoder(nn.Module):
             out_g = probs @ v
         else:
             out_g = F.scaled_dot_product_attention(q[:, :, :m], k, v)
-        # frame rows: attend to the global tokens and their own frame only
-        qf = q[:, :, m:].reshape(b, h, t, frame_len, hd)
-        kf = torch.cat([k[:, :, None, :m].expand(-1, -1, t, -1, -1), k[:, :, m:].reshape(b, h, t, frame_len, hd)], dim=3)
-        vf = torch.cat([v[:, :, None, :m].expand(-1, -1, t, -1, -1), v[:, :, m:].reshape(b, h, t, frame_len, hd)], dim=3)
-        out_f = F.scaled_dot_product_attention(qf, kf, vf).reshape(b, h, t * frame_len, hd)
-        out = torch.cat([out_g, out_f], dim=2).transpose(1, 2).reshape(b, n, w)
-        return F.linear(out, attn.out_proj.weight, attn.out_proj.bias), probs
+        # frame rows: attend to the global tokens and their own frame only; frames become batch entries
+        # (B*T), each with the M global keys/values placed before its own L
+        frames = qkv[:, m:].view(b, t, frame_len, 3, h, hd)
+        glob_kv = qkv[:, None, :m, 1:].expand(b, t, m, 2, h, hd)
+        kv = torch.cat([glob_kv, frames[:, :, :, 1:]], dim=2).view(b * t, m + frame_len, 2, h, hd)
+        qf = frames[:, :, :, 0].reshape(b * t, frame_len, h, hd).transpose(1, 2)  # [B*T, H, L, hd]
+        out_f = F.scaled_dot_product_attention(qf, kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2))
+        out = y.new_empty(b, n, h, hd)  # both parts written in place (autograd records the slice copies)
+        out[:, :m] = out_g.transpose(1, 2)
+        out[:, m:] = out_f.transpose(1, 2).reshape(b, t * frame_len, h, hd)
+        return F.linear(out.reshape(b, n, w), attn.out_proj.weight, attn.out_proj.bias), probs
 
     def _block(self, block, x, t, frame_len, need_probs):
         a, probs = self._attention(block, block.ln_1(x), t, frame_len, need_probs)
