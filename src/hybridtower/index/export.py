@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +40,8 @@ import numpy as np
 
 from .. import __version__
 from ..core.errors import ConfigError
-from ..core.io import atomic_path, atomic_write_json, atomic_write_text
+from ..core.display import printable
+from ..core.io import atomic_path, file_mode, fsync_dir
 from .store import Entry, load_index
 
 EXPORT_FORMAT = "hybridtower-export"
@@ -119,13 +122,35 @@ def _metadata(manifest: dict, count: int) -> dict:
     }
 
 
+def _shown(path: Path) -> str:
+    """How an error names an output file: as given when relative, by its base name when absolute."""
+    return printable(path.name if path.is_absolute() else str(path))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        p, f = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    except (OSError, ValueError):
+        return False
+    return p == f or f in p.parents
+
+
 def export_index(index_dir: str | Path, out: str | Path, fmt: str | None = None, overwrite: bool = False) -> ExportSummary:
-    """Write the committed vectors of ``index_dir`` to ``out`` (see the module doc)."""
+    """Write the committed vectors of ``index_dir`` to ``out`` (see the module doc). The files are written
+    all or none: a failure (full disk, unwritable folder) leaves earlier files of the same name as they
+    were and raises :class:`ConfigError`. OUT may not lie inside INDEX_DIR (an index run removes files it
+    does not know, and the export would sit among the index's own files)."""
     fmt = format_for(out, fmt)
     files = output_files(out, fmt)
-    existing = [str(f) for f in files if f.exists()]
+    if os.path.lexists(Path(index_dir) / "manifest.json") and any(_inside(f.parent, Path(index_dir)) for f in files):
+        raise ConfigError("the export must be written outside INDEX_DIR (an index run removes files it does not "
+                          "know); choose another OUT")
+    existing = [_shown(f) for f in files if os.path.lexists(f)]
     if existing and not overwrite:
         raise ConfigError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
+    for f in files:
+        if os.path.lexists(f) and not os.path.isfile(f):
+            raise ConfigError(f"{_shown(f)} exists and is not a regular file; choose another OUT")
     data = load_index(index_dir, with_frames=False)
     roots = [str(r) for r in (data.manifest.get("roots") or [])]
     root = [None if (r := _root_of(e, roots)) is None else _text(r) for e in data.entries]
@@ -141,10 +166,13 @@ def export_index(index_dir: str | Path, out: str | Path, fmt: str | None = None,
     vectors = np.ascontiguousarray(data.vectors, dtype=np.float32)
     meta = _metadata(data.manifest, len(owner))
     meta["videos"] = len(data.entries)
-    if fmt == "parquet":
-        _write_parquet(files[0], rows, vectors, meta)
-    else:
-        _write_npy(files, rows, vectors, meta)
+    try:
+        if fmt == "parquet":
+            _write_parquet(files[0], rows, vectors, meta)
+        else:
+            _write_npy(files, rows, vectors, meta)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the export {_shown(files[0])}: {exc.strerror or type(exc).__name__}") from None
     notes = []
     if meta["index_kind"] == "frames+rerank":
         notes.append("X-Pool index: exported its first-stage vectors (the normalised mean of the frame features); "
@@ -178,11 +206,39 @@ def _write_parquet(path: Path, rows: dict, vectors: np.ndarray, meta: dict) -> N
 
 
 def _write_npy(files: list[Path], rows: dict, vectors: np.ndarray, meta: dict) -> None:
+    """The three files, each written completely to its temporary file before any of them replaces an
+    earlier export: a failure half-way never leaves a new .npy beside an old .jsonl (rows that disagree)."""
     npy, jsonl, meta_file = files
-    with atomic_path(npy) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, vectors)
     keys = [k for k in meta["columns"] if k != "vector"]
-    lines = (json.dumps({k: rows[k][i] for k in keys}, ensure_ascii=False) + "\n" for i in range(len(rows["id"])))
-    atomic_write_text(jsonl, "".join(lines))
-    atomic_write_json(meta_file, dict(meta, vectors_file=npy.name, rows_file=jsonl.name))
+    lines = (json.dumps({k: rows[k][i] for k in keys}, ensure_ascii=False, allow_nan=False) + "\n"
+             for i in range(len(rows["id"])))
+    meta_text = json.dumps(dict(meta, vectors_file=npy.name, rows_file=jsonl.name), indent=2, sort_keys=True) + "\n"
+    with ExitStack() as stack:
+        tmps = [stack.enter_context(_staged(f)) for f in files]
+        with open(tmps[0], "wb") as fh:
+            np.save(fh, vectors)
+        tmps[1].write_text("".join(lines), encoding="utf-8")
+        tmps[2].write_text(meta_text, encoding="utf-8")
+        for tmp, final in zip(tmps, files):
+            _publish(tmp, final)
+
+
+@contextmanager
+def _staged(path: Path):
+    """A temporary file beside ``path`` (removed on exit unless :func:`_publish` moved it into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    with open(tmp, "rb+") as fh:
+        os.fchmod(fh.fileno(), file_mode())
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    fsync_dir(final.parent)

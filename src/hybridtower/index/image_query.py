@@ -23,8 +23,11 @@ compared with them by the same inner product:
   other side of CLIP's modality gap, where its behaviour is unmeasured. :meth:`Searcher.search_vector`
   says so in the result's notes.
 
-``similar`` takes the stored row of a video (its window starting at ``start`` once windowed indexes
-exist) as the query, and excludes every row of the source video from the results.
+``similar`` takes the stored row of a video (its window starting at ``start``) as the query, and excludes
+every row of the source video from the results. A ``start`` that is not a window start takes the window
+that contains it (centred nearest; a note says which); past the last window, or on a video stored as one
+whole-file row, it is a QueryError that says so. :func:`find_video` names a video by id, by its path
+relative to the indexed folder, or by any path to the same file (absolute, relative, through links).
 
 Scores of both are cosines between two video-side vectors: higher than text-to-video scores for the
 same content, so the text-calibrated weak-match cue (:mod:`.calibration`) is not applied to them.
@@ -34,6 +37,9 @@ Images come as bytes (an upload) or a path (:func:`read_image_file`: opened with
 oversized (> :data:`MAX_IMAGE_BYTES`) or absurd image (more than :data:`MAX_IMAGE_PIXELS` pixels: a
 decompression bomb) raises :class:`QueryError` with a message that names no absolute path. Only common
 photo formats are decoded (:data:`IMAGE_FORMATS`), never PIL's rarer plugins (EPS would run Ghostscript).
+16-bit and float greyscale images are scaled to 8 bits (not clipped), and an image more than
+:data:`MAX_ASPECT` times longer than wide is cut to its centre before a "shortest" resize (whose centre
+crop keeps only that part), so a 1 x 200000 strip cannot make a 100 GB float copy.
 """
 
 from __future__ import annotations
@@ -134,7 +140,7 @@ def decode_image(data, min_side: int = 224) -> DecodedImage:
             factor = _reduce_factor(*frame.size, min_side)
             if factor > 1:
                 frame = frame.reduce(factor)
-            rgb = np.array(frame.convert("RGB"), dtype=np.uint8)
+            rgb = _to_rgb8(frame)
         except Image.DecompressionBombError:
             raise QueryError(f"the image is too large to decode (over {MAX_IMAGE_PIXELS // 1_000_000} MP)") from None
         except Exception as exc:  # truncated or corrupt data, bad EXIF, an unsupported mode or compression
@@ -143,6 +149,26 @@ def decode_image(data, min_side: int = 224) -> DecodedImage:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise QueryError("the image cannot be decoded to RGB pixels")
     return DecodedImage(np.ascontiguousarray(rgb), int(w), int(h), str(fmt))
+
+
+def _to_rgb8(frame) -> np.ndarray:
+    """RGB uint8 of a PIL image. 16- and 32-bit integer and float greyscale images (16-bit PNG, TIFF) are
+    scaled to 8 bits over their type's range (PIL's own ``convert("RGB")`` clips them: a 16-bit photo would
+    come out white)."""
+    mode = frame.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(frame)
+        if mode == "F":
+            a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+            peak = 1.0 if a.size and float(a.max()) <= 1.0 else 255.0  # a float image in [0, 1], else 8-bit values
+            gray = np.clip(a / peak * 255.0 + 0.5, 0, 255)
+        else:
+            a = a.astype(np.int64)
+            peak = 65535 if mode.startswith("I;16") or (a.size and int(a.max()) <= 65535) else int(a.max())
+            gray = np.clip(a, 0, None) * 255.0 / max(1, peak) + 0.5
+        gray = gray.astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    return np.array(frame.convert("RGB"), dtype=np.uint8)
 
 
 def _reduce_factor(w: int, h: int, min_side: int) -> int:
@@ -167,7 +193,9 @@ def encode_rgb(searcher, rgb: np.ndarray) -> np.ndarray:
     from ..encode import preprocess_for
 
     model = searcher.model
-    x = preprocess_frames(rgb[None], preprocess_for(model))  # [1, 3, S, S], the index's frame transform
+    cfg = preprocess_for(model)
+    rgb = _crop_extreme_aspect(rgb, cfg)
+    x = preprocess_frames(rgb[None], cfg)  # [1, 3, S, S], the index's frame transform
     t = int(model.cfg.video.num_frames)
     frames = x.unsqueeze(0).expand(1, t, *x.shape[1:]).contiguous()
     device = getattr(searcher, "device", None) or next(model.parameters()).device
@@ -186,6 +214,27 @@ def encode_rgb(searcher, rgb: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(v)) or norm == 0.0:
         raise QueryError("the model produced no usable vector for this image (non-finite or zero)")
     return v / norm
+
+
+#: "shortest" resizing of an image longer than this many times its short side first crops it (see below)
+MAX_ASPECT = 8
+
+
+def _crop_extreme_aspect(rgb: np.ndarray, cfg) -> np.ndarray:
+    """A "shortest" resize (short side to S, then a centre S x S crop) of a 1 x 60000 image would make a
+    S x 60000*S float copy (tens of GB) only to keep its centre. An image whose long side is more than
+    :data:`MAX_ASPECT` times its short side is first cut to its centre part of MAX_ASPECT x the short side
+    (the crop keeps it; only the antialiasing at the cut edges can differ). Other images, and the
+    "squash" and "longest" modes, are untouched."""
+    if getattr(cfg, "resize_mode", None) != "shortest":
+        return rgb
+    h, w = rgb.shape[:2]
+    short, long = min(h, w), max(h, w)
+    if long <= MAX_ASPECT * short:
+        return rgb
+    keep = MAX_ASPECT * short
+    off = (long - keep) // 2
+    return rgb[off:off + keep] if h > w else rgb[:, off:off + keep]
 
 
 def encode_image(searcher, data: bytes) -> np.ndarray:
@@ -242,6 +291,10 @@ def similar(searcher, id, start: float | None = None, k: int = 10) -> SearchResu
         if not np.isfinite(start) or start < 0:
             raise QueryError(f"start must be a number of seconds >= 0, got {start}")
     vec = searcher.vector(vid, start=start)
+    used = None
+    if vec is None and start is not None:
+        used = _window_containing(searcher, vid, start)
+        vec = searcher.vector(vid, start=used[0])
     if vec is None:
         where = f" starting at {start:g} s" if start is not None else ""
         raise QueryError(f"video {vid} has no stored window{where}")
@@ -249,8 +302,70 @@ def similar(searcher, id, start: float | None = None, k: int = 10) -> SearchResu
     _text_cue_off(result)
     src = printable(entry.video_id) + (f" from {start:g} s" if start is not None else "")
     result.notes.insert(0, f"more like this: {src} (id {vid}; excluded from the results)")
+    if used is not None:
+        result.notes.insert(1, f"no window of video {vid} starts at {_clock(start)}: used the window "
+                               f"{_clock(used[0])}-{_clock(used[1])}, which contains it")
     result.took_ms = (time.perf_counter() - t0) * 1e3
     return result
+
+
+def _clock(seconds: float) -> str:
+    """``750.5`` -> ``"12:30.5"``, ``3723`` -> ``"1:02:03"`` (as search prints times)."""
+    whole = int(seconds)
+    frac = f"{seconds - whole:.1f}"[1:] if seconds - whole >= 0.05 else ""
+    h, rem = divmod(whole, 3600)
+    m, sec = divmod(rem, 60)
+    return (f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}") + frac
+
+
+def _window_containing(searcher, vid: int, start: float) -> tuple[float, float]:
+    """The stored window of video ``vid`` that contains ``start`` seconds (the one centred nearest it),
+    for a time that is not itself a window start. QueryError when the video is one whole-file row (no
+    windows) or ``start`` lies past its last window."""
+    rows_of = getattr(searcher, "rows_of", None)
+    rows = rows_of(vid) if callable(rows_of) else []
+    spans = sorted({(float(r["start"]), float(r["end"])) for r in rows
+                    if r.get("start") is not None and r.get("end") is not None})
+    if not spans:
+        raise QueryError(f"video {vid} has no stored window starting at {start:g} s: it is stored as one "
+                         f"whole-file vector (it is not longer than the index's window); leave out the start")
+    end = max(e for _, e in spans)
+    inside_ = [sp for sp in spans if sp[0] <= start < sp[1]] or [sp for sp in spans if start == sp[1] == end]
+    if not inside_:
+        raise QueryError(f"video {vid} has no stored window starting at {start:g} s: {_clock(start)} is past "
+                         f"its end (its windows cover {_clock(spans[0][0])}-{_clock(end)})")
+    return min(inside_, key=lambda sp: (abs((sp[0] + sp[1]) / 2 - start), sp[0]))
+
+
+def _display_ref(s: str) -> str:
+    """How an error names the user's reference: as given, or by its base name when it is an absolute path."""
+    try:
+        absolute = os.path.isabs(s)
+    except (TypeError, ValueError):
+        absolute = False
+    return printable(os.path.basename(s.rstrip("/" + os.sep)) if absolute else s)
+
+
+def _same_file_entry(searcher, s: str):
+    """The entry whose file is the file ``s`` names (any path to it: absolute, relative to the current
+    folder, through links), else None. Only entries that resolve to the same real path match."""
+    try:
+        if not os.path.exists(s):
+            return None
+        real = os.path.realpath(s)
+    except (OSError, ValueError):  # a NUL byte, an unreadable folder
+        return None
+    entries = list(searcher.entries)
+    for e in entries:  # cheap pass: the recorded path is already the real one
+        if e.path == real:
+            return e
+    for e in entries:
+        try:
+            if os.path.realpath(e.path) == real:
+                return e
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def find_video(searcher, ref) -> int:
@@ -263,7 +378,8 @@ def find_video(searcher, ref) -> int:
     if not isinstance(ref, str) or not ref.strip():
         raise QueryError("name a video by its id or its path relative to the indexed folder")
     s = ref.strip()
-    if s.isdigit() and searcher.entry(int(s)) is not None:
+    # ASCII digits only ("²" and "١٢" are str.isdigit() too), and short enough for int()'s limit
+    if s.isascii() and s.isdigit() and len(s) <= 30 and searcher.entry(int(s)) is not None:
         return int(s)
     want = s.replace(os.sep, "/")
     while want.startswith("./"):
@@ -271,4 +387,7 @@ def find_video(searcher, ref) -> int:
     for e in searcher.entries:
         if e.video_id == s or e.video_id.replace(os.sep, "/") == want:
             return int(e.id)
-    raise QueryError(f"no video with id or relative path {printable(s)!r} in this index")
+    e = _same_file_entry(searcher, s)
+    if e is not None:
+        return int(e.id)
+    raise QueryError(f"no video with id or relative path {_display_ref(s)!r} in this index")

@@ -25,10 +25,12 @@ whose message names the video by id and relative name only; it is remembered for
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import math
 import os
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -48,6 +50,7 @@ DEFAULT_MAX_SECONDS = 120.0
 SEGMENT_STEP = 30.0  # segment starts are multiples of this (seconds)
 SEGMENT_LEAD = 10.0  # a moment starts at least this long after its segment's start (when it can)
 DEFAULT_MAX_BYTES = 2 << 30  # the cache folder's size bound (2 GiB)
+STALE_TMP_S = 3600.0  # a preview's temporary file older than this was left by a killed writer
 
 # what browsers play (probed names as PyAV/FFmpeg reports them)
 _MP4_FAMILY = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2")
@@ -112,34 +115,43 @@ def _open_container(video):
         raise
 
 
+def _inspect(container, label: str, what: str) -> tuple[Probe, object]:
+    """(Probe, first video stream) of an open input container; PreviewError when it holds no video.
+    ``what`` starts the error message ("<label> cannot be played" / "no preview for <label>")."""
+    if not container.streams.video:
+        raise PreviewError(f"{what}: it holds no video stream")
+    vs = container.streams.video[0]
+    ctx = vs.codec_context
+    vcodec = getattr(ctx, "name", "") or ""
+    pix = getattr(ctx, "pix_fmt", None) or ""
+    audio = tuple((getattr(a.codec_context, "name", "") or "unknown") for a in container.streams.audio)
+    duration = None
+    if vs.duration and vs.time_base:
+        duration = float(vs.duration * vs.time_base)
+    elif container.duration:
+        duration = container.duration / 1_000_000.0
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        duration = None  # a header that says 0, a negative or NaN length: unknown
+    fmt = container.format.name if container.format else ""
+    ok, why = browser_playable(fmt, vcodec, pix, audio)
+    return Probe(fmt, vcodec, pix, audio, duration, ok, why), vs
+
+
 def probe_opened(video) -> Probe:
     """Probe the checked file ``video``; :class:`PreviewError` when it is no readable video."""
     av = _av()
+    what = f"{video.label} cannot be played"
     try:
         fh, container = _open_container(video)
     except (av.error.FFmpegError, OSError, ValueError):
-        raise PreviewError(f"{video.label} cannot be played: it is not a readable video container") from None
+        raise PreviewError(f"{what}: it is not a readable video container") from None
     try:
         with fh, container:
-            if not container.streams.video:
-                raise PreviewError(f"{video.label} cannot be played: it holds no video stream")
-            vs = container.streams.video[0]
-            ctx = vs.codec_context
-            vcodec = getattr(ctx, "name", "") or ""
-            pix = getattr(ctx, "pix_fmt", None) or ""
-            audio = tuple((getattr(a.codec_context, "name", "") or "unknown") for a in container.streams.audio)
-            duration = None
-            if vs.duration and vs.time_base:
-                duration = float(vs.duration * vs.time_base)
-            elif container.duration:
-                duration = container.duration / 1_000_000.0
-            fmt = container.format.name if container.format else ""
+            return _inspect(container, video.label, what)[0]
     except PreviewError:
         raise
     except (av.error.FFmpegError, OSError, ValueError):
-        raise PreviewError(f"{video.label} cannot be played: its streams cannot be read") from None
-    ok, why = browser_playable(fmt, vcodec, pix, audio)
-    return Probe(fmt, vcodec, pix, audio, duration, ok, why)
+        raise PreviewError(f"{what}: its streams cannot be read") from None
 
 
 def segment_start(start: float | None, duration: float | None, max_seconds: float) -> float:
@@ -165,34 +177,55 @@ def _even(x: float) -> int:
     return max(2, int(round(x / 2.0)) * 2)
 
 
+class CacheWriteError(PreviewError):
+    """The preview could be decoded but not written (a read-only, full or missing cache folder): not the
+    video's fault, so it is not remembered as the video's failure."""
+
+
+# errors of the writing side: the cache folder, not the video
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST,
+                 errno.EISDIR, errno.EFBIG, errno.ENOENT}
+
+
 def transcode(video, out: Path, *, start: float = 0.0, max_seconds: float = DEFAULT_MAX_SECONDS,
-              max_height: int = DEFAULT_MAX_HEIGHT, max_fps: float = DEFAULT_MAX_FPS) -> dict:
+              max_height: int = DEFAULT_MAX_HEIGHT, max_fps: float = DEFAULT_MAX_FPS, encoder=None,
+              on_probe=None) -> dict:
     """Write a silent, browser-playable preview of ``video`` (an OpenedVideo) from ``start`` seconds for at
-    most ``max_seconds`` to ``out`` (atomically). Returns {"frames", "width", "height", "fps", "codec"}."""
+    most ``max_seconds`` to ``out`` (atomically). Returns {"frames", "width", "height", "fps", "codec"}.
+
+    The file is opened once: its probe (:class:`Probe`) is handed to ``on_probe`` before decoding, and a
+    ``start`` past the end its header states is refused without decoding anything. A failure to write
+    ``out`` raises :class:`CacheWriteError`; any other failure :class:`PreviewError`."""
     from ..data.video.decode import MAX_DECODE_PIXELS
 
     av = _av()
-    codec, fmt, _ = preview_encoder()
+    codec, fmt, _ = encoder or preview_encoder()
     label = video.label
+    what = f"no preview for {label}"
     try:
         fh, inp = _open_container(video)
     except (av.error.FFmpegError, OSError, ValueError):
-        raise PreviewError(f"no preview for {label}: it is not a readable video container") from None
+        raise PreviewError(f"{what}: it is not a readable video container") from None
     frames_out = 0
+    writing = [False]  # True while the failing call is one that writes the cache file
     try:
         with fh, inp:
-            if not inp.streams.video:
-                raise PreviewError(f"no preview for {label}: it holds no video stream")
-            vs = inp.streams.video[0]
+            probe, vs = _inspect(inp, label, what)
+            if on_probe is not None:
+                on_probe(probe)
+            if start > 0 and probe.duration is not None and start >= probe.duration:
+                raise PreviewError(f"{what} from {start:.0f} s: the video is {probe.duration:.1f} s long")
             ctx = vs.codec_context
             w0, h0 = int(ctx.width or 0), int(ctx.height or 0)
             if w0 * h0 > MAX_DECODE_PIXELS:
-                raise PreviewError(f"no preview for {label}: frames of {w0}x{h0} exceed the decoding limit")
+                raise PreviewError(f"{what}: frames of {w0}x{h0} exceed the decoding limit")
             ctx.options = {**dict(ctx.options or {}), "max_pixels": str(MAX_DECODE_PIXELS)}
             vs.thread_type = "AUTO"
             rate = vs.average_rate or vs.guessed_rate or vs.base_rate
             src_fps = float(rate) if rate else 25.0
-            fps = min(max_fps, src_fps) if src_fps > 0 else 25.0
+            if not (math.isfinite(src_fps) and src_fps > 0):
+                src_fps = 25.0
+            fps = min(max_fps, src_fps)
             fps_q = Fraction(fps).limit_denominator(1001)
             tb = vs.time_base or Fraction(1, 1000)
             t0 = float(vs.start_time * tb) if vs.start_time is not None else 0.0
@@ -203,9 +236,11 @@ def transcode(video, out: Path, *, start: float = 0.0, max_seconds: float = DEFA
                     pass  # decode forward from the start instead
             end = start + max_seconds
             max_decoded = int(max_seconds * 300) + 3000  # bound on frames decoded (absurd frame rates)
+            writing[0] = True
             with atomic_path(out) as tmp:
                 opts = {"movflags": "+faststart"} if fmt == "mp4" else {}
                 dst = av.open(str(tmp), mode="w", format=fmt, options=opts)
+                writing[0] = False
                 try:
                     ost = None
                     last_pts = -1
@@ -237,24 +272,32 @@ def transcode(video, out: Path, *, start: float = 0.0, max_seconds: float = DEFA
                         img = frame.reformat(width=ost.width, height=ost.height, format="yuv420p")
                         img.pts = pts
                         img.time_base = Fraction(1, 1) / fps_q
-                        for packet in ost.encode(img):
+                        packets = ost.encode(img)
+                        writing[0] = True
+                        for packet in packets:
                             dst.mux(packet)
+                        writing[0] = False
                         last_pts = pts
                         frames_out += 1
                     if ost is None:
-                        raise PreviewError(f"no preview for {label}: no frame could be decoded"
+                        raise PreviewError(f"{what}: no frame could be decoded"
                                            + (f" after {start:.0f} s" if start > 0 else ""))
+                    writing[0] = True
                     for packet in ost.encode():
                         dst.mux(packet)
                     info = {"frames": frames_out, "width": ost.width, "height": ost.height, "fps": float(fps_q),
                             "codec": codec}
                 finally:
                     dst.close()
+            writing[0] = False
     except PreviewError:
         raise
     except (av.error.FFmpegError, OSError, ValueError, RuntimeError) as exc:
+        if writing[0] or (isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS):
+            log.warning("cannot write a preview of %s: %s", label, exc)
+            raise CacheWriteError(f"{what}: the preview cache cannot be written ({type(exc).__name__})") from None
         log.info("no preview for %s: %s", label, exc)
-        raise PreviewError(f"no preview for {label}: it cannot be decoded ({type(exc).__name__})") from None
+        raise PreviewError(f"{what}: it cannot be decoded ({type(exc).__name__})") from None
     return info
 
 
@@ -287,6 +330,7 @@ class PreviewCache:
         self._locks: dict[str, threading.Lock] = {}
         self._probes: OrderedDict[str, Probe] = OrderedDict()
         self._failed: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._verified: OrderedDict[str, None] = OrderedDict()  # cache files checked by this object
         self.generated = 0  # previews made by this object (tests, logs)
         self._encoder: tuple[str, str, str] | None = None
 
@@ -321,11 +365,14 @@ class PreviewCache:
                 self._probes.move_to_end(fp)
                 return hit
         probe = probe_opened(video)
+        self._remember_probe(fp, probe)
+        return probe
+
+    def _remember_probe(self, fp: str, probe: Probe) -> None:
         with self._guard:
             self._probes[fp] = probe
             while len(self._probes) > 4096:
                 self._probes.popitem(last=False)
-        return probe
 
     def plan(self, video, entry=None, start: float | None = None) -> Playback:
         """Original or preview for a moment at ``start`` (None = the beginning); probes once per file."""
@@ -349,28 +396,69 @@ class PreviewCache:
             return lock
 
     def cached(self, video, entry=None, start: float = 0.0) -> Path | None:
-        """The cached preview file, or None (no decoding)."""
-        p = self.path_for(self._key(self.fingerprint(video, entry), start))
-        return p if p.is_file() else None
+        """The cached preview file when this object has already checked it (no decoding, no blocking
+        work: the app calls this on its event loop), else None (then :meth:`get` checks or makes it)."""
+        key = self._key(self.fingerprint(video, entry), start)
+        with self._guard:
+            known = key in self._verified
+        p = self.path_for(key)
+        if known and _regular_file(p):
+            return p
+        return None
+
+    def _usable(self, key: str, path: Path) -> bool:
+        """True when ``path`` is a preview this object can serve: a regular file (not a link planted in
+        the cache folder, which could point anywhere), not empty, that PyAV opens as a video. A file that
+        fails is removed (it is made again). Checked once per key and process."""
+        with self._guard:
+            if key in self._verified:
+                return _regular_file(path) and _touch(path)
+        if not _regular_file(path):
+            try:
+                st = os.lstat(path)
+            except OSError:
+                return False
+            if not stat.S_ISDIR(st.st_mode):
+                log.warning("removing a cached preview that is not a regular file (%s)", path.name)
+                _unlink(path)
+            return False
+        if not _plays(path):
+            log.warning("removing a corrupt cached preview (%s)", path.name)
+            _unlink(path)
+            return False
+        _touch(path)
+        with self._guard:
+            self._verified[key] = None
+            while len(self._verified) > 65536:
+                self._verified.popitem(last=False)
+        return True
 
     def get(self, video, entry=None, start: float = 0.0) -> Path:
         """The preview file of ``video`` from ``start`` (made now if missing); raises PreviewError."""
-        key = self._key(self.fingerprint(video, entry), start)
+        fp = self.fingerprint(video, entry)
+        key = self._key(fp, start)
         out = self.path_for(key)
-        if _touch(out):
+        if self._usable(key, out):
             return out
         with self._guard:
             failed = self._failed.get(key)
             if failed is not None and self._clock() < failed[1]:
                 raise PreviewError(failed[0])
             self._failed.pop(key, None)
+            probe = self._probes.get(fp)
+        if probe is not None and start > 0 and probe.duration is not None and start >= probe.duration:
+            raise PreviewError(f"no preview for {video.label} from {start:.0f} s: the video is "
+                               f"{probe.duration:.1f} s long")
         with self._lock(key):
-            if _touch(out):
+            if self._usable(key, out):
                 return out
             t0 = time.monotonic()
             try:
-                info = transcode(video, out, start=start, max_seconds=self.max_seconds,
-                                 max_height=self.max_height, max_fps=self.max_fps)
+                info = transcode(video, out, start=start, max_seconds=self.max_seconds, max_height=self.max_height,
+                                 max_fps=self.max_fps, encoder=self.encoder(),
+                                 on_probe=lambda pr: self._remember_probe(fp, pr))
+            except CacheWriteError:
+                raise  # the cache folder's fault: not remembered against the video
             except PreviewError as exc:
                 if self.failure_ttl_s > 0:
                     with self._guard:
@@ -380,7 +468,9 @@ class PreviewCache:
                 raise
             except OSError as exc:  # the cache folder cannot be written
                 log.warning("cannot write a preview of %s: %s", video.label, exc)
-                raise PreviewError(f"no preview for {video.label}: the preview cache cannot be written") from None
+                raise CacheWriteError(f"no preview for {video.label}: the preview cache cannot be written") from None
+            with self._guard:
+                self._verified[key] = None
             self.generated += 1
             log.info("preview of %s from %.0f s: %d frames %dx%d in %.1f s", video.label, start, info["frames"],
                      info["width"], info["height"], time.monotonic() - t0)
@@ -397,8 +487,11 @@ class PreviewCache:
                     continue
                 for f in sub.iterdir():
                     try:
-                        st = f.stat()
+                        st = f.lstat()
                     except OSError:
+                        continue
+                    if f.name.endswith(".tmp") and time.time() - st.st_mtime > STALE_TMP_S:
+                        _unlink(f)  # left by a process killed while writing a preview
                         continue
                     files.append((st.st_mtime, st.st_size, f))
                     total += st.st_size
@@ -417,6 +510,38 @@ class PreviewCache:
             except OSError:
                 pass
         return removed
+
+
+def _regular_file(path: Path) -> bool:
+    """``path`` itself (links not followed) is a non-empty regular file."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _plays(path: Path) -> bool:
+    """``path`` (a cached preview) opens with PyAV, has a video stream, and all the packets its header
+    counts can be read (demuxed, not decoded: a few ms), so a truncated or half-written file fails."""
+    av = _av()
+    try:
+        with av.open(str(path), mode="r") as c:
+            if not c.streams.video:
+                return False
+            vs = c.streams.video[0]
+            expected = int(vs.frames or 0)
+            count = sum(1 for packet in c.demux(vs) if packet.size)
+            return count > 0 and count >= expected
+    except (av.error.FFmpegError, OSError, ValueError, RuntimeError):
+        return False
 
 
 def _touch(path: Path) -> bool:

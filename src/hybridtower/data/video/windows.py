@@ -47,6 +47,8 @@ def check_window(window: float, stride: float | None) -> tuple[float, float]:
 def plan_windows(duration: float, window: float, stride: float) -> list[tuple[float, float]] | None:
     """The ``(start, end)`` seconds of each window of a ``duration``-second video, or None when the video is
     one whole-file item (``window`` 0, or ``duration <= window``)."""
+    if not (math.isfinite(window) and math.isfinite(stride)) or (window > 0 and stride <= 0):
+        raise ValueError(f"window and stride must be finite seconds with stride > 0, got {window!r} / {stride!r}")
     if window <= 0 or not math.isfinite(duration) or duration <= window:
         return None
     count = math.ceil((duration - window) / stride - 1e-9) + 1
@@ -65,7 +67,15 @@ def plan_windows(duration: float, window: float, stride: float) -> list[tuple[fl
 def window_indices(num_frames: int, fps: float, start: float, end: float, num_samples: int, mode: str,
                    rng: random.Random | None = None) -> list[int]:
     """``num_samples`` frame indices (of a ``num_frames``-frame, ``fps`` video) sampled with ``mode`` among
-    the frames shown in ``[start, end)`` seconds (at least one frame)."""
+    the frames shown in ``[start, end)`` seconds (at least one frame). A video without frames, a frame rate
+    that is not a finite positive number or a window that is not finite raises ValueError (a broken header:
+    the caller skips the file) instead of sampling frame -1 or a meaningless range."""
+    if int(num_frames) < 1:
+        raise ValueError(f"the video has no frames ({num_frames}) to sample a window from")
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"the video's frame rate {fps!r} is not a positive number")
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise ValueError(f"the window {start!r}-{end!r} s is not a finite time range")
     lo = min(num_frames - 1, max(0, int(math.floor(start * fps + 1e-6))))
     hi = min(num_frames, max(lo + 1, int(math.ceil(end * fps - 1e-6))))
     return [lo + i for i in sample_indices(hi - lo, num_samples, mode, rng)]

@@ -1,0 +1,533 @@
+"""Hostile input for the features of session 1: moment windows, image search / "more like this", previews,
+the weak-match cue and export. Each test is a finding of an adversarial pass (it failed before its fix) or,
+marked ``xfail(strict=True)``, one in a file owned elsewhere (the reason says what to change).
+
+Everything runs on tiny generated data; every call that could block runs under ``within`` (a timeout)."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from blocking import within
+from hybridtower.core.errors import ConfigError
+from hybridtower.data.video import windows as W
+from hybridtower.index import IndexOptions, QueryError, Searcher, build_index
+from hybridtower.index import image_query as iq
+from tiny_index import make_videos
+
+OPTS = dict(progress=False, batch_size=8, num_workers=0)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _png(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def _tiny_ckpt(path: Path) -> Path:
+    from hybridtower import hub
+
+    torch.manual_seed(0)
+    return hub.save_model(hub.create_model("meanp-tiny").eval(), path)
+
+
+@pytest.fixture(scope="module")
+def windowed(tmp_path_factory):
+    """Three 64x64 clips (< 1 s: whole-file rows) and one 40 s video cut into 10 s windows every 5 s."""
+    from hybridtower.data.synthetic.long import write_long_video
+
+    root = tmp_path_factory.mktemp("hostile")
+    make_videos(root / "synth", n=3, frames=8)
+    lib = root / "synth" / "videos"
+    write_long_video(lib / "long.mp4", 40, 10, 20, seed=1)
+    ckpt = _tiny_ckpt(root / "m.safetensors")
+    build_index([lib], root / "idx", ckpt, IndexOptions(**OPTS, window=10, stride=5))
+    s = Searcher.open(root / "idx")
+    long_id = iq.find_video(s, "long.mp4")
+    short_id = next(e.id for e in s.entries if e.id != long_id)
+    return types.SimpleNamespace(root=root, lib=lib, searcher=s, long_id=long_id, short_id=short_id,
+                                 ckpt=ckpt)
+
+
+# ----- images --------------------------------------------------------------------------------------
+def test_16_bit_greyscale_png_keeps_its_picture():
+    """PIL's convert("RGB") clips 16-bit greyscale to 255: a 16-bit scan was searched as a white page."""
+    ramp = (np.arange(64, dtype=np.uint32)[None, :] * 1024).repeat(16, axis=0).astype(np.uint16)  # 0..64512
+    img = iq.decode_image(_png(Image.fromarray(ramp)))
+    grey = img.rgb[..., 0].astype(int)
+    assert img.rgb.shape == (16, 64, 3) and (img.rgb[..., 0] == img.rgb[..., 2]).all()
+    assert grey[0, 0] == 0 and grey[0, -1] >= 250 and 120 <= grey[0, 32] <= 135  # the ramp, scaled to 8 bits
+    flt = iq.decode_image(_png(Image.fromarray(np.full((4, 4), 0.5, np.float32)), "TIFF"))  # float in [0, 1]
+    assert 125 <= int(flt.rgb[0, 0, 0]) <= 130
+
+
+def test_odd_images_decode_or_fail_cleanly():
+    """1x1, CMYK, animated GIF, palette with transparency: decoded; SVG / PDF / EPS: refused by format."""
+    frames = [Image.new("P", (8, 8), i) for i in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    for data in (_png(Image.new("RGB", (1, 1), (9, 8, 7))), _png(Image.new("CMYK", (9, 5)), "JPEG"), buf.getvalue(),
+                 _png(Image.new("LA", (3, 3)))):
+        assert iq.decode_image(data).rgb.ndim == 3
+    for data in (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', b"%PDF-1.4\n%\xe2\xe3\n",
+                 b"%!PS-Adobe-3.0 EPSF-3.0\n"):
+        with pytest.raises(QueryError, match="cannot be decoded"):
+            iq.decode_image(data)
+
+
+_WIDE = r"""
+import dataclasses, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+import numpy as np, torch
+from types import SimpleNamespace
+from hybridtower import hub, encode
+from hybridtower.index import image_query as iq
+torch.manual_seed(0)
+model = hub.create_model("meanp-tiny").eval()
+base = encode.preprocess_for
+encode.preprocess_for = lambda m: dataclasses.replace(base(m), resize_mode="shortest")  # open_clip's usual mode
+stub = SimpleNamespace(model=model, device=torch.device("cpu"), dim=model.embed_dim)
+rgb = np.zeros((1, 200000, 3), np.uint8)
+rgb[:, 99000:101000] = 255
+v = iq.encode_rgb(stub, rgb)
+ref = iq.encode_rgb(stub, rgb[:, 99996:100004])  # the centre square the crop keeps
+print("ok", round(float(v @ ref), 4))
+"""
+
+
+def test_extreme_aspect_image_does_not_allocate_gigabytes(tmp_path):
+    """A 200000x1 image (a few hundred bytes as PNG, 0.2 MP: under every limit) under a "shortest" resize
+    (open_clip's) made a S x 200000*S float copy: 9.8 GB at S = 64, 120 GB at 224, a crash or the OOM
+    killer. Run under a 4 GB address-space limit, it must now encode, as the centre part the crop keeps."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", _WIDE], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("ok") and float(r.stdout.split()[1]) > 0.999
+
+
+# ----- "more like this": references and start times -------------------------------------------------
+def test_video_references_that_are_not_ids_are_query_errors(windowed):
+    """'²' and '١٢' pass str.isdigit(); int('²') raised ValueError (a traceback from `search --like ²`), and a
+    5000-digit id hit int()'s digit limit (ValueError again)."""
+    s = windowed.searcher
+    for ref in ("²", "⁵", "9" * 5000, "1" * 40, "\0", "١٢"):
+        with pytest.raises(QueryError, match="no video with id"):
+            iq.find_video(s, ref)
+
+
+def test_like_by_any_path_to_the_indexed_file(windowed, tmp_path, monkeypatch):
+    """An absolute path, a path from the current folder or a link to the indexed file names it; a link
+    inside the folder to a file outside the index does not, and the error shows no absolute path."""
+    s, lib = windowed.searcher, windowed.lib
+    assert iq.find_video(s, str(lib / "long.mp4")) == windowed.long_id
+    link = tmp_path / "shortcut.mp4"
+    link.symlink_to(lib / "long.mp4")
+    assert iq.find_video(s, str(link)) == windowed.long_id
+    monkeypatch.chdir(lib.parent)
+    assert iq.find_video(s, "videos/long.mp4") == windowed.long_id
+    outside = tmp_path / "secret.mp4"
+    outside.write_bytes(b"not indexed")
+    (tmp_path / "lib").mkdir()
+    trap = tmp_path / "lib" / "trap.mp4"
+    trap.symlink_to(outside)
+    for ref in (str(trap), str(outside), str(tmp_path / "gone.mp4"), os.fsdecode(str(tmp_path).encode() + b"/\xff.mp4")):
+        with pytest.raises(QueryError) as exc:
+            iq.find_video(s, ref)
+        assert str(tmp_path) not in str(exc.value) and "/tmp" not in str(exc.value)
+
+
+def test_start_inside_a_window_uses_the_window_that_contains_it(windowed):
+    """Windows start at 0, 5, 10, ... s; --start 8 said "no stored window starting at 8 s" although two
+    windows show 8 s. It now takes the one centred nearest 8 s (5-15 s) and says so."""
+    s, vid = windowed.searcher, windowed.long_id
+    res = iq.similar(s, vid, start=8, k=2)
+    assert vid not in [h.id for h in res.hits]
+    assert any("used the window 0:05-0:15" in n for n in res.notes), res.notes
+    same = iq.similar(s, vid, start=5, k=2)  # what the note names
+    assert [(h.id, round(h.score, 5)) for h in res.hits] == [(h.id, round(h.score, 5)) for h in same.hits]
+    assert iq.similar(s, vid, start=40, k=1).hits  # the end of the file: its last window
+
+
+@pytest.mark.parametrize("start, message", [
+    (41, "past its end"), (1e300, "past its end"), (7200, "its windows cover 0:00-0:40"),
+])
+def test_start_past_the_end_is_a_clear_error(windowed, start, message):
+    with pytest.raises(QueryError, match=message):
+        iq.similar(windowed.searcher, windowed.long_id, start=start)
+
+
+@pytest.mark.parametrize("start", [float("nan"), float("inf"), -1.0, "1e309", "12:30", "nan"])
+def test_bad_start_values(windowed, start):
+    with pytest.raises(QueryError, match="start must be"):
+        iq.similar(windowed.searcher, windowed.long_id, start=start)
+
+
+def test_start_on_a_short_video_says_it_has_no_windows(windowed):
+    with pytest.raises(QueryError, match="whole-file vector"):
+        iq.similar(windowed.searcher, windowed.short_id, start=3)
+    assert iq.similar(windowed.searcher, windowed.short_id, start=0, k=1).hits  # 0: the whole file
+
+
+def test_cli_like_with_hostile_references(windowed, capsys):
+    from hybridtower.cli.main import main
+
+    idx = str(windowed.root / "idx")
+    for ref in ("²", "9" * 5000):
+        assert within(60, main, ["search", idx, "--like", ref]) == 2
+        err = capsys.readouterr().err
+        assert "no video with id" in err and "Traceback" not in err
+    assert within(60, main, ["search", idx, "--like", "long.mp4", "--start", "0:08", "--json"]) == 0
+    assert "used the window 0:05-0:15" in capsys.readouterr().out
+
+
+@pytest.mark.xfail(strict=True, reason="cli/commands/search.py parse_time accepts '12:99' as 819 s and '1:75:00' "
+                   "as 8100 s; it should refuse a minutes or seconds field >= 60 when a larger field is given "
+                   "(as the usual m:ss / h:mm:ss reading does), and float() also takes '1_000'")
+def test_start_clock_fields_out_of_range_are_refused():
+    from hybridtower.cli.commands.search import parse_time
+
+    for text in ("12:99", "1:75:00", "0:60", "1_000"):
+        with pytest.raises(ValueError):
+            parse_time(text)
+
+
+# ----- windows ---------------------------------------------------------------------------------------
+def test_window_indices_refuse_broken_headers():
+    """0 frames sampled frame -1; fps 0 sampled frame 0 for every window; NaN fps raised a bare ValueError
+    from int(nan) (no reason); NaN / inf stride divided by zero or looped on NaN."""
+    with pytest.raises(ValueError, match="no frames"):
+        W.window_indices(0, 10.0, 0.0, 10.0, 4, "uniform")
+    for fps in (0.0, -5.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="frame rate"):
+            W.window_indices(100, fps, 0.0, 10.0, 4, "uniform")
+    with pytest.raises(ValueError, match="not a finite time range"):
+        W.window_indices(100, 10.0, float("nan"), 10.0, 4, "uniform")
+    for window, stride in ((10.0, 0.0), (10.0, float("nan")), (float("nan"), 5.0)):
+        with pytest.raises(ValueError, match="stride"):
+            W.plan_windows(100.0, window, stride)
+    assert W.plan_windows(float("inf"), 10, 5) is None and W.plan_windows(-3, 10, 5) is None
+    assert len(W.plan_windows(1e300, 10.0, 5.0)) == W.MAX_WINDOWS  # a header claiming eons stays bounded
+
+
+def _lying_mkv(path: Path, claimed_s: float, secs: int = 5, fps: int = 10) -> Path:
+    """A ``secs``-second Matroska file whose header claims ``claimed_s`` seconds."""
+    import struct
+
+    import av
+
+    with av.open(str(path), "w", format="matroska") as c:
+        st = c.add_stream("mpeg4", rate=fps)
+        st.width = st.height = 32
+        st.pix_fmt = "yuv420p"
+        for i in range(secs * fps):
+            f = av.VideoFrame.from_ndarray(np.full((32, 32, 3), (i * 5) % 255, np.uint8), format="rgb24")
+            f.pts = i
+            for p in st.encode(f):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+    b = bytearray(path.read_bytes())
+    i = b.find(b"\x44\x89")  # Segment Info / Duration (milliseconds at the default timecode scale)
+    assert b[i + 2] in (0x84, 0x88)
+    b[i + 3:i + (7 if b[i + 2] == 0x84 else 11)] = struct.pack(">f" if b[i + 2] == 0x84 else ">d", claimed_s * 1000)
+    path.write_bytes(bytes(b))
+    return path
+
+
+@pytest.mark.xfail(strict=True, reason="data/video/decode.py _probe_open trusts a Matroska header's duration when "
+                   "the stream has no frame count (frames = duration x fps), so index/encoding.py plans windows up "
+                   "to the claimed end; the first window past the real end fails ('truncated') and the whole, "
+                   "decodable 5 s file is skipped after decoding every window before it (a '10 h' header: 28 s of "
+                   "work, then skipped). Fix: in read_frames_or_probe, for a file classed as long whose frame count "
+                   "is not exact, count its packets (_count_packets: demux only) to learn the real duration, "
+                   "then plan windows from that")
+def test_a_header_that_claims_a_longer_video_does_not_lose_the_file(tmp_path, windowed):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    _lying_mkv(lib / "liar.mkv", claimed_s=100)
+    summary = within(120, build_index, [lib], tmp_path / "idx", windowed.ckpt, IndexOptions(**OPTS, window=10, stride=10))
+    assert summary.encoded == 1 and not summary.skipped, summary.skipped
+
+
+def test_a_header_that_says_zero_or_nothing_is_read_from_the_frames(tmp_path, windowed):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    _lying_mkv(lib / "zero.mkv", claimed_s=0)
+    summary = within(120, build_index, [lib], tmp_path / "idx", windowed.ckpt, IndexOptions(**OPTS, window=2, stride=1))
+    assert summary.encoded == 1 and not summary.skipped
+    rows = Searcher.open(tmp_path / "idx").rows_of(0)
+    assert rows[0]["start"] == 0.0 and rows[-1]["end"] == pytest.approx(5.0, abs=0.2)
+
+
+# ----- previews --------------------------------------------------------------------------------------
+def _avi(path: Path, frames: int = 20) -> Path:
+    from hybridtower.data.synthetic import write_video
+
+    clip = np.full((frames, 32, 48, 3), 30, np.uint8)
+    for i in range(frames):
+        clip[i, 4:20, i:i + 16] = (200, 40, 40)
+    write_video(clip, path, "avi", "mpeg4", 10)
+    return path
+
+
+@pytest.fixture()
+def avi(tmp_path):
+    from hybridtower.service.files import open_indexed
+    from test_service_api import entry_of
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    path = _avi(lib / "old.avi")
+    entry = entry_of(1, "old.avi", path)
+
+    def opened():
+        return open_indexed(1, entry, (str(lib),))
+
+    return types.SimpleNamespace(path=path, entry=entry, lib=lib, open=opened)
+
+
+def _frames_in(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def _get(cache, avi, start=0.0):
+    v = avi.open()
+    try:
+        return within(60, cache.get, v, None, start)
+    finally:
+        v.close()
+
+
+def test_a_link_planted_in_the_preview_cache_is_never_served(avi, tmp_path):
+    """Someone who can write the cache folder puts a link where a preview will be: it was served (the
+    cache followed it), i.e. any file the server can read. Now it is removed and a real preview made."""
+    from hybridtower.service.previews import PreviewCache
+
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"server secret " * 100)
+    cache = PreviewCache(tmp_path / "p")
+    v = avi.open()
+    try:
+        target = cache.path_for(cache._key(cache.fingerprint(v, None), 0.0))
+        assert cache.cached(v, None, 0.0) is None
+    finally:
+        v.close()
+    target.parent.mkdir(parents=True)
+    target.symlink_to(secret)
+    out = _get(cache, avi)
+    assert not out.is_symlink() and b"server secret" not in out.read_bytes() and _frames_in(out) == 20
+    assert secret.read_bytes().startswith(b"server secret")  # the link's target is untouched
+
+
+def test_a_link_planted_in_the_preview_cache_is_not_served_over_http(avi, tmp_path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from hybridtower.service import create_app
+    from test_service_previews import Fake
+
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"server secret " * 100)
+    app = create_app(Fake({1: avi.path}), thumbnail_dir=tmp_path / "t", preview_dir=tmp_path / "p")
+    cache = app.state.previews
+    v = avi.open()
+    try:
+        target = cache.path_for(cache._key(cache.fingerprint(v, None), 0.0))
+    finally:
+        v.close()
+    target.parent.mkdir(parents=True)
+    target.symlink_to(secret)
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        r = within(60, c.get, "/videos/1/preview")
+    assert r.status_code == 200 and b"server secret" not in r.content and r.content[4:8] == b"ftyp"
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_a_corrupt_cached_preview_is_made_again(avi, tmp_path, damage):
+    """A half-written or damaged cache file (a crash of another process sharing the folder, a full disk,
+    a user) was served as it was, forever. It is checked once per process and made again when bad."""
+    from hybridtower.service.previews import PreviewCache
+
+    good = _get(PreviewCache(tmp_path / "p"), avi)
+    data = good.read_bytes()
+    good.write_bytes({"empty": b"", "truncated": data[: len(data) * 2 // 3], "garbage": os.urandom(len(data))}[damage])
+    fresh = PreviewCache(tmp_path / "p")  # a restarted server over the same folder
+    out = _get(fresh, avi)
+    assert out == good and fresh.generated == 1 and _frames_in(out) == 20
+    v = avi.open()
+    try:
+        assert fresh.cached(v, None, 0.0) == out  # now known good: answered without a check
+    finally:
+        v.close()
+
+
+def test_a_preview_from_past_the_end_is_refused_without_decoding(avi, tmp_path, monkeypatch):
+    """from=3000 on a 2 s file decoded the whole file to find no frame; each new `from` did it again."""
+    from hybridtower.service import previews as pv
+
+    decoded = []
+    real = pv._inspect
+    monkeypatch.setattr(pv, "_inspect", lambda *a: decoded.append(1) or real(*a))
+    cache = pv.PreviewCache(tmp_path / "p")
+    with pytest.raises(pv.PreviewError, match=r"from 3000 s: the video is 2\.0 s long") as exc:
+        _get(cache, avi, 3000.0)
+    assert "/" not in str(exc.value).replace("video 1 (old.avi)", "")
+    with pytest.raises(pv.PreviewError, match="2.0 s long"):
+        _get(cache, avi, 3030.0)  # the probe is remembered: no second open
+    assert len(decoded) == 1 and not list((tmp_path / "p").rglob("*.mp4"))
+
+
+def test_an_unwritable_cache_is_not_blamed_on_the_video(avi, tmp_path):
+    """A cache path that cannot be written (here: a file where the folder should be; a read-only or full
+    disk alike) said the VIDEO 'cannot be decoded' and remembered that for 30 s, so the preview stayed
+    refused after the folder was fixed."""
+    from hybridtower.service.previews import PreviewCache, PreviewError
+
+    blocked = tmp_path / "p"
+    blocked.write_bytes(b"a file, not a folder")
+    cache = PreviewCache(blocked)
+    with pytest.raises(PreviewError, match="preview cache cannot be written") as exc:
+        _get(cache, avi)
+    assert "cannot be decoded" not in str(exc.value) and str(tmp_path) not in str(exc.value)
+    blocked.unlink()
+    assert _frames_in(_get(cache, avi)) == 20  # fixed: made at once
+
+
+def test_cache_folder_behind_a_link_works(avi, tmp_path):
+    from hybridtower.service.previews import PreviewCache
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    out = _get(PreviewCache(tmp_path / "link"), avi)
+    assert _frames_in(out) == 20 and list((tmp_path / "real").rglob("*.mp4"))
+
+
+def test_two_requests_for_one_preview_make_it_once(avi, tmp_path):
+    from hybridtower.service.previews import PreviewCache
+
+    cache = PreviewCache(tmp_path / "p")
+    outs, errors = [], []
+
+    def one():
+        try:
+            outs.append(_get(cache, avi))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(set(outs)) == 1 and cache.generated == 1 and _frames_in(outs[0]) == 20
+    assert [p.name for p in outs[0].parent.iterdir()] == [outs[0].name]  # no temporary file left
+
+
+def test_making_a_preview_opens_the_file_once_and_remembers_its_probe(avi, tmp_path, monkeypatch):
+    """get() then plan() opened the file twice (the transcoder, then the probe); the transcoder's open
+    now hands its probe to the cache."""
+    from hybridtower.service import previews as pv
+
+    opens = []
+    real = pv._open_container
+    monkeypatch.setattr(pv, "_open_container", lambda v: opens.append(1) or real(v))
+    cache = pv.PreviewCache(tmp_path / "p")
+    _get(cache, avi)
+    v = avi.open()
+    try:
+        plan = cache.plan(v, None, 0.0)
+    finally:
+        v.close()
+    assert plan.kind == "preview" and len(opens) == 1
+
+
+def test_a_source_changed_after_indexing_gets_no_preview(avi, tmp_path):
+    from hybridtower.service.files import NotServable
+
+    avi.path.write_bytes(avi.path.read_bytes()[:500])  # truncated: size differs
+    with pytest.raises(NotServable, match="changed since it was indexed"):
+        avi.open()
+    avi.path.unlink()
+    os.mkfifo(avi.path)  # a FIFO under the indexed name: refused without blocking
+    with pytest.raises(NotServable) as exc:
+        within(5, avi.open)
+    assert str(tmp_path) not in str(exc.value)
+
+
+# ----- export and calibration -------------------------------------------------------------------------
+def test_export_into_the_index_folder_is_refused(windowed):
+    from hybridtower.index.export import export_index
+
+    idx = windowed.root / "idx"
+    for out in (idx / "vectors.npy", idx / "segments" / "x.parquet", idx / "sub" / "x.npy"):
+        with pytest.raises(ConfigError, match="outside INDEX_DIR"):
+            export_index(idx, out)
+    assert not list(idx.rglob("vectors*")) and not (idx / "sub").exists()
+
+
+def test_export_write_failure_is_a_clear_error_and_keeps_the_earlier_export(windowed, tmp_path, monkeypatch):
+    """A failure after the .npy was replaced left a new .npy beside the old .jsonl (rows of two exports);
+    an unwritable OUT raised a bare FileNotFoundError naming the absolute temporary path."""
+    from hybridtower.index import export as ex
+
+    idx = windowed.root / "idx"
+    ex.export_index(idx, tmp_path / "v.npy")
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("v.*")}
+    real = Path.write_text
+
+    def fail_jsonl(self, *a, **kw):
+        if ".jsonl." in self.name or self.name.endswith(".jsonl"):
+            raise OSError(28, "No space left on device")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "write_text", fail_jsonl)
+    monkeypatch.setattr(ex, "atomic_write_text", lambda p, t: fail_jsonl(Path(p), t), raising=False)
+    with pytest.raises(ConfigError, match="No space left") as exc:
+        ex.export_index(idx, tmp_path / "v.npy", overwrite=True)
+    assert str(tmp_path) not in str(exc.value)
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("v.*")} == before
+    monkeypatch.undo()
+    blocked = tmp_path / "file"
+    blocked.write_bytes(b"")
+    with pytest.raises(ConfigError, match="cannot write the export") as exc:
+        ex.export_index(idx, blocked / "x.parquet")
+    assert str(tmp_path) not in str(exc.value)
+
+
+def test_export_existing_output_error_names_no_absolute_path(windowed, tmp_path):
+    from hybridtower.index.export import export_index
+
+    idx = windowed.root / "idx"
+    export_index(idx, tmp_path / "v.parquet")
+    with pytest.raises(ConfigError, match="v.parquet already exist") as exc:
+        export_index(idx, tmp_path / "v.parquet")
+    assert str(tmp_path) not in str(exc.value)
+
+
+def test_calibration_on_degenerate_indexes():
+    """One video / identical vectors: every caption scores the same, spread 0, the threshold is that
+    score and a hit AT it is not weak; a wrong, NaN or string manifest value gives no threshold."""
+    from hybridtower.index import calibration as cal
+
+    info = cal.measure_weak_match(lambda texts: np.full(len(texts), 0.21))
+    assert info["threshold"] == pytest.approx(0.21) and info["spread"] == 0.0
+    assert not cal.is_weak(0.21, info["threshold"]) and cal.is_weak(0.2, info["threshold"])
+    nan = cal.measure_weak_match(lambda texts: np.full(len(texts), np.nan))
+    assert nan["threshold"] is None and "finite" in nan["reason"]
+    for bad in ({"weak_match": "0.3"}, {"weak_match": float("nan")}, {"weak_match": {"threshold": [0.3]}},
+                {"weak_match": {"threshold": None}}, {"weak_match": []}):
+        assert cal.weak_threshold(bad) is None
