@@ -531,3 +531,54 @@ def test_calibration_on_degenerate_indexes():
     for bad in ({"weak_match": "0.3"}, {"weak_match": float("nan")}, {"weak_match": {"threshold": [0.3]}},
                 {"weak_match": {"threshold": None}}, {"weak_match": []}):
         assert cal.weak_threshold(bad) is None
+
+
+# ----- serving: names and the thumbnail cache -----------------------------------------------------------
+def _app(tmp_path, files):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from hybridtower.service import create_app
+    from test_service_previews import Fake
+
+    app = create_app(Fake(files), thumbnail_dir=tmp_path / "t", preview_dir=tmp_path / "p")
+    return app, TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False)
+
+
+def test_a_file_name_that_is_not_utf8_is_served(tmp_path):
+    """/videos/ID of 'caf\\xe9.avi' (Latin-1 bytes) answered 500: Starlette percent-encodes the
+    Content-Disposition name and a surrogate escape cannot be encoded."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    path = Path(os.fsdecode(os.fsencode(str(lib)) + b"/caf\xe9.avi"))
+    _avi(path)
+    app, c = _app(tmp_path, {0: path})
+    with c:
+        r = within(30, c.get, "/videos/0")
+        assert r.status_code == 200 and r.content == path.read_bytes()
+        assert "caf%EF%BF%BD.avi" in r.headers["content-disposition"]
+        assert within(30, c.get, "/videos/0/thumbnail").status_code == 200
+
+
+@pytest.mark.parametrize("damage", ["link", "truncated", "text"])
+def test_the_thumbnail_cache_serves_only_whole_jpegs_it_made(tmp_path, damage):
+    """A link planted in the thumbnail cache (by default INDEX_DIR/thumbnails, a folder users edit) was
+    followed and its target served as image/jpeg: any file the server can read. A half-written or
+    damaged cache file was served as it was. Both are now removed and the thumbnail made again."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    path = _avi(lib / "a.avi")
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"server secret\n")
+    app, c = _app(tmp_path, {0: path})
+    with c:
+        good = c.get("/videos/0/thumbnail").content
+        (cached,) = list((tmp_path / "t").rglob("*.jpg"))
+        cached.unlink()
+        if damage == "link":
+            cached.symlink_to(secret)
+        else:
+            cached.write_bytes(good[: len(good) // 2] if damage == "truncated" else b"not a jpeg at all")
+        r = within(30, c.get, "/videos/0/thumbnail")
+    assert r.status_code == 200 and r.content == good and b"server secret" not in r.content
+    assert not cached.is_symlink() and cached.read_bytes() == good and secret.read_bytes() == b"server secret\n"

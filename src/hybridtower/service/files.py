@@ -59,7 +59,7 @@ class OpenedVideo:
     st: os.stat_result
     real_path: str  # server side only: never put into an answer
     label: str  # "video 7 (clips/a.mp4)", safe to show
-    name: str  # base name of the indexed path (Content-Disposition, media type)
+    name: str  # base name of the indexed path, valid Unicode (Content-Disposition, media type)
 
     @property
     def decode_path(self) -> str:
@@ -74,6 +74,17 @@ class OpenedVideo:
                 os.close(self.fd)
             finally:
                 self.fd = -1
+
+
+def header_name(name: str) -> str:
+    """``name`` as valid Unicode for a response header (Content-Disposition): bytes of a file name that
+    are not UTF-8 (surrogate escapes) become U+FFFD, which Starlette can percent-encode (a surrogate made
+    it raise UnicodeEncodeError: an HTTP 500 for every file with such a name)."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "replace")
 
 
 def video_label(id: int, video_id: str | None) -> str:
@@ -111,7 +122,7 @@ def open_indexed(id: int, entry, roots: tuple[str, ...]) -> OpenedVideo:
             raise NotServable(f"{label} is in the index but its file is gone") from None
         if (st_real.st_dev, st_real.st_ino) != (st.st_dev, st.st_ino):  # the name moved under us
             raise NotServable(f"{label} is being replaced; try again")
-        return OpenedVideo(fd, st, real, label, os.path.basename(path))
+        return OpenedVideo(fd, st, real, label, header_name(os.path.basename(path)))
     except BaseException:
         os.close(fd)
         raise
@@ -123,6 +134,8 @@ class DescriptorFileResponse(FileResponse):
 
     def __init__(self, video: OpenedVideo, **kw):
         self._video = video
+        if isinstance(kw.get("filename"), str):
+            kw["filename"] = header_name(kw["filename"])
         super().__init__(video.real_path, stat_result=video.st, **kw)
 
     @asynccontextmanager

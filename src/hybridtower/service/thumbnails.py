@@ -13,6 +13,7 @@ import hashlib
 import io
 import logging
 import os
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -146,11 +147,46 @@ class ThumbnailCache:
         return data
 
 
+MAX_THUMBNAIL_BYTES = 8 << 20  # a cache file larger than this is no thumbnail of ours
+
+
 def _read_or_none(path: Path) -> bytes | None:
+    """The cached JPEG at ``path``, or None when there is none. Only a regular file that is itself there
+    (``O_NOFOLLOW``: a link planted in the cache folder could point at any file the server can read) and
+    holds a whole JPEG (start and end markers: not half-written, not damaged) is answered; anything else
+    found there is removed, so the thumbnail is made again."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        return path.read_bytes()
-    except OSError:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
         return None
+    except OSError:  # ELOOP: a link; EACCES, ...
+        _discard(path)
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_THUMBNAIL_BYTES:
+            data = None
+        else:
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                data = fh.read(MAX_THUMBNAIL_BYTES + 1)
+    except OSError:
+        data = None
+    finally:
+        os.close(fd)
+    if data is None or len(data) < 4 or not data.startswith(b"\xff\xd8\xff") or not data.endswith(b"\xff\xd9"):
+        log.warning("removing a cached thumbnail that is not a whole JPEG file (%s)", path.name)
+        _discard(path)
+        return None
+    return data
+
+
+def _discard(path: Path) -> None:
+    try:
+        if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def default_cache_dir(index_dir: str | Path) -> Path:
