@@ -36,7 +36,7 @@ def test_preprocess_squash_and_normalise():
     cr = preprocess_frames(frames, PreprocessConfig(image_size=20, resize_mode="shortest", mean=(0, 0, 0), std=(1, 1, 1)))
     assert sq[0, 0, :, 0].mean() > 0.9 and cr[0, 0, :, 0].mean() < 0.05
     with pytest.raises(ConfigError):
-        PreprocessConfig(resize_mode="longest")
+        PreprocessConfig(resize_mode="longer")
     oc = PreprocessConfig.from_open_clip({"size": (64, 64), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic", "resize_mode": "shortest"}, resize_mode="squash")
     assert oc.image_size == 64 and oc.mean == (0.5, 0.5, 0.5) and oc.resize_mode == "squash"
 
