@@ -30,12 +30,14 @@ from __future__ import annotations
 import atexit
 import copy
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -48,6 +50,7 @@ from .core.config import to_dict
 from .core.errors import CheckpointError, ConfigError, HybridTowerError
 from .models import (FRAMEWORK_CLASSES, ModelConfig, OpenClipMeanPooling, OpenClipTokenizer, RetrievalModel,
                      config_from_dict, preset_config)
+from .models.clip_backbone import OPENAI_MEAN, OPENAI_STD, adopt_open_clip, build_backbone, unsupported
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +112,60 @@ def _normalised(model_cfg: dict) -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _config_folders() -> tuple[Path, ...]:
+    """Where architecture configs lie, highest precedence first: this package's ``model_configs/``, then
+    open_clip's, found with ``importlib.util.find_spec`` (which does not import a top-level package)."""
+    folders = [_PACKAGE_CONFIGS]
+    try:
+        spec = importlib.util.find_spec("open_clip")
+    except (ImportError, ValueError):
+        spec = None
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        folders.append(Path(folder) / "model_configs")
+    return tuple(folders)
+
+
+@functools.lru_cache(maxsize=None)
+def _config_names(folder: Path) -> frozenset:
+    try:
+        return frozenset(p[:-5] for p in os.listdir(folder) if p.endswith(".json"))
+    except OSError:
+        return frozenset()
+
+
+@functools.lru_cache(maxsize=None)
+def _config_text(arch: str) -> str | None:
+    for folder in _config_folders():
+        if arch in _config_names(folder):  # exact name, as open_clip's registry (also on case-blind disks)
+            try:
+                text = (folder / f"{arch}.json").read_text(encoding="utf-8")
+                data = json.loads(text)
+            except (OSError, ValueError):
+                return None
+            # open_clip registers a file only when it has these three keys
+            return text if isinstance(data, dict) and all(k in data for k in ("embed_dim", "vision_cfg", "text_cfg")) \
+                else None
+    return None
+
+
+def _config_from_file(arch: str) -> dict | None:
+    """The config of ``arch`` read from its JSON file (this package's or open_clip's), without importing
+    open_clip; None when there is no such file (or ``arch`` is an ``hf-hub:`` / ``local-dir:`` name)."""
+    if not isinstance(arch, str) or not arch or any(c in arch for c in ":/\\") or arch.startswith("."):
+        return None
+    text = _config_text(arch)
+    return json.loads(text) if text is not None else None
+
+
 def open_clip_config(arch: str) -> dict | None:
-    """open_clip's model config of architecture ``arch`` (built-in or this package's), or None."""
+    """open_clip's model config of architecture ``arch`` (built-in or this package's), or None. Read from the
+    config file when open_clip is not imported yet (importing it costs seconds); else, and for any name
+    without a file, ``open_clip.get_model_config`` (which also knows configs registered at run time)."""
+    if "open_clip" not in sys.modules:
+        model_cfg = _config_from_file(arch)
+        if model_cfg is not None:
+            return model_cfg
     import open_clip
 
     _register_package_archs()
@@ -217,6 +272,8 @@ def _arch_checker(arch: str):
 
 def weight_source(arch: str, pretrained: str | None) -> WeightSource | None:
     """Where ``pretrained`` lies on disk (downloading it if needed), checked against ``arch``."""
+    if not pretrained and _config_from_file(arch) is not None:
+        return None  # a known architecture and no weights: nothing to import
     import open_clip
 
     _register_package_archs()
@@ -230,6 +287,7 @@ def _open_clip_model(name: str, source: WeightSource | None, quick_gelu: bool, d
     """open_clip's model of registered architecture ``name`` (float32), weights from ``source`` or none."""
     import open_clip
 
+    _register_package_archs()
     kwargs = dict(force_quick_gelu=quick_gelu, **extra)
     if device is not None:
         kwargs["device"] = device
@@ -261,23 +319,37 @@ def _open_clip_model(name: str, source: WeightSource | None, quick_gelu: bool, d
 
 def load_clip(arch: str, pretrained: str | WeightSource | None = None, quick_gelu: bool = True, *,
               device: str | None = None):
-    """An open_clip CLIP model of architecture ``arch`` with weights from ``pretrained`` (an open_clip tag,
+    """CLIP model of architecture ``arch`` with weights from ``pretrained`` (an open_clip tag,
     ``hf-hub:ORG/NAME``, ``local-dir:PATH``, a weights file, or None) and its preprocessing dict
     (image_size, mean, std) for hybridtower's own towers. ``device="meta"`` (no weights only) builds it
-    without memory or random init."""
-    import open_clip
+    without memory or random init.
 
+    The model is hybridtower's :class:`~hybridtower.models.clip_backbone.ClipBackbone` for every
+    architecture it implements (``clip_backbone.unsupported`` finds nothing), else open_clip's own model.
+    Weights and random init always come from open_clip, bit for bit as before: open_clip builds its model,
+    and the backbone adopts its tensors. Only an empty (meta) model is built without open_clip, and then
+    without importing it."""
     source = pretrained if isinstance(pretrained, WeightSource) else weight_source(arch, pretrained)
     if device == "meta" and source is not None:
         raise ValueError("load_clip(device='meta') builds an empty model: pass no weights")
-    clip = _open_clip_model(arch, source, quick_gelu, device)
+    model_cfg = open_clip_config(arch)
+    own = model_cfg is not None and unsupported(model_cfg) is None
+    if own and source is None and device == "meta":
+        clip, pre = build_backbone(model_cfg, quick_gelu, device="meta"), {}  # open_clip's defaults, as below
+    else:
+        clip = _open_clip_model(arch, source, quick_gelu, device)
+        pre = getattr(clip.visual, "preprocess_cfg", {}) or {}
+        if own:
+            try:
+                clip = adopt_open_clip(clip, model_cfg, quick_gelu)
+            except ValueError as exc:
+                raise ConfigError(f"architecture {arch}: {exc}") from exc
     visual = clip.visual
     size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
-    pre = getattr(visual, "preprocess_cfg", {}) or {}
     preprocess = {
         "image_size": int(size),
-        "mean": list(pre.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-        "std": list(pre.get("std", open_clip.OPENAI_DATASET_STD)),
+        "mean": list(pre.get("mean", OPENAI_MEAN)),
+        "std": list(pre.get("std", OPENAI_STD)),
         "resize_mode": "squash",
         "interpolation": "bicubic",
     }
@@ -386,8 +458,6 @@ def _open_clip_preprocess(clip, recorded: dict | None = None) -> dict:
     """The frame preprocessing of an open_clip model (its weights' size, mean, std, resize mode and
     interpolation, as open_clip's own ``image_transform`` would use them), checked against what
     hybridtower's frame pipeline implements."""
-    import open_clip
-
     from .encode import preprocess_from_dict
 
     if recorded:
@@ -397,8 +467,8 @@ def _open_clip_preprocess(clip, recorded: dict | None = None) -> dict:
         size = pre.get("size") or getattr(clip.visual, "image_size", 224)
         out = {
             "image_size": int(size[0] if isinstance(size, (tuple, list)) else size),
-            "mean": [float(x) for x in pre.get("mean", open_clip.OPENAI_DATASET_MEAN)],
-            "std": [float(x) for x in pre.get("std", open_clip.OPENAI_DATASET_STD)],
+            "mean": [float(x) for x in pre.get("mean", OPENAI_MEAN)],
+            "std": [float(x) for x in pre.get("std", OPENAI_STD)],
             "resize_mode": str(pre.get("resize_mode", "shortest")),
             "interpolation": str(pre.get("interpolation", "bicubic")),
         }
@@ -493,10 +563,65 @@ def _create(cfg: ModelConfig, pretrained: str | None) -> RetrievalModel:
     return net
 
 
+_RANDOM_FACTORIES = ("rand", "randn", "randint", "randperm", "normal", "bernoulli", "multinomial", "poisson",
+                     "rand_like", "randn_like", "randint_like")
+_RANDOM_METHODS = ("normal_", "uniform_", "bernoulli_", "exponential_", "geometric_", "cauchy_", "log_normal_",
+                   "random_")
+
+
+class _ValuelessMeta(torch.overrides.TorchFunctionMode):
+    """While a model is built on the meta device: initialisers (``torch.nn.init``, random fills, random
+    factories) of meta tensors do nothing, since a meta tensor has no values to set. Running them anyway
+    sends each through torch's Python meta kernels, whose first use imports torch._dynamo, torch.fx and
+    sympy (about 2 s of a CLI start-up); every other operation runs as it would."""
+
+    def __init__(self):
+        super().__init__()
+        self._init = {getattr(torch.nn.init, n) for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")}
+        self._methods = {getattr(torch.Tensor, n) for n in _RANDOM_METHODS}
+        self._factories = {getattr(torch, n) for n in _RANDOM_FACTORIES if hasattr(torch, n)}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self._init or func in self._methods:
+            target = args[0] if args else kwargs.get("tensor")
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        elif func in self._factories:
+            out = self._empty_like_factory(func, args, kwargs)
+            if out is not None:
+                return out
+        elif func is torch.eye and isinstance(kwargs.get("out"), torch.Tensor) and kwargs["out"].is_meta:
+            n = args[0]  # nn.init.eye_ fills its tensor through torch.eye(n, m, out=tensor)
+            m = args[1] if len(args) > 1 else n
+            if tuple(kwargs["out"].shape) == (n, m):
+                return kwargs["out"]
+        return func(*args, **kwargs)
+
+    @staticmethod
+    def _empty_like_factory(func, args, kwargs):
+        name = func.__name__
+        device = kwargs.get("device")
+        if name.endswith("_like"):
+            src = args[0]
+            dev = torch.device(device) if device is not None else src.device
+            if dev.type != "meta":
+                return None
+            return torch.empty_like(src, dtype=kwargs.get("dtype"), device=dev)
+        if name in ("rand", "randn"):
+            size = kwargs.get("size", args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args)
+            dev = torch.device(device) if device is not None else torch.empty(0).device
+            if dev.type != "meta" or kwargs.get("out") is not None:
+                return None
+            return torch.empty(tuple(size), dtype=kwargs.get("dtype"), device=dev,
+                               requires_grad=bool(kwargs.get("requires_grad", False)))
+        return None  # other random factories: run as they are
+
+
 def _build_empty(cfg: ModelConfig) -> RetrievalModel:
     """The model of ``cfg`` with every tensor on the meta device (shapes and dtypes only: no memory, no random
     init)."""
-    with torch.device("meta"):
+    with torch.device("meta"), _ValuelessMeta():
         if cfg.framework == OPEN_CLIP:
             return _build_open_clip(cfg, None, device="meta")
         clip, preprocess = load_clip(cfg.backbone.arch, None, cfg.backbone.quick_gelu, device="meta")
