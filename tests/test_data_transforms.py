@@ -123,3 +123,11 @@ def test_longest_chunking_and_config_checks():
     assert (cfg.image_size, cfg.resize_mode, cfg.fill, cfg.interpolation) == (64, "longest", 9, "bilinear")
     with pytest.raises(ConfigError):
         PreprocessConfig.from_open_clip({"size": (64, 96)})
+
+
+def test_preprocess_from_dict_carries_the_padding_fill():
+    from hybridtower.encode import preprocess_from_dict
+
+    base = {"image_size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "resize_mode": "longest"}
+    assert preprocess_from_dict(base).fill == 0
+    assert preprocess_from_dict(dict(base, fill=128)).fill == 128

@@ -21,6 +21,7 @@ def preprocess_from_dict(p: dict) -> PreprocessConfig:
     return PreprocessConfig(
         image_size=int(p["image_size"]), mean=tuple(p["mean"]), std=tuple(p["std"]),
         resize_mode=p.get("resize_mode", "squash"), interpolation=p.get("interpolation", "bicubic"),
+        fill=p.get("fill", 0),
     )
 
 
