@@ -3,6 +3,7 @@
 
     python benchmarks/load_test.py                        # tiny + ViT-B/32 text tower, batching on vs off
     python benchmarks/load_test.py --models tiny          # only the tiny model
+    python benchmarks/load_test.py --models tiny --threads 1,2   # also the server's torch threads, 1 vs 2
     python benchmarks/load_test.py --index my_index --clients 50 --requests 5000 --duration 60
     python benchmarks/load_test.py --mix --json load.json  # also fetch thumbnails and video ranges
 
@@ -22,20 +23,22 @@ shared CPUs than httpx)
 with queries drawn from a seeded generator of varied sentences (few repeats), and reports latency
 percentiles (p50, p90, p99, max), throughput and errors (transport errors and non-2xx answers). It ends
 with the comparison: throughput batched / unbatched, and p99 under load against the single-client p50 of
-the unbatched server (goals: >= 2.5x and <= 4x). Model weights are random: latency does not depend on
-them. Only loopback addresses are ever contacted.
+the unbatched server (goals: >= 2.5x and <= 4x). Both modes run the same server: every improvement that
+is not batching itself (socket options, warm-up and frozen heap, first-come-first-served order) serves both;
+only ``--no-batching`` differs. ``--threads 1,2`` repeats both modes for each count of the server's torch
+threads (``serve --threads``). Model weights are random: latency does not depend on them. Only loopback
+addresses are ever contacted.
 
 What is measured: a request's latency runs from writing it on an already open keep-alive connection to
 having read the whole answer (connection set-up is in the untimed warm-up; a failed warm-up request is
-counted in ``warm_up_errors``, not fatal). During the timed run the generator's own heap is frozen
+counted in ``warm_up_errors``, not fatal). The single-client run also reads the server's own time of each
+answer (``took_ms``, from the request's arrival in the app to the answer built): the difference to the
+client's latency is the HTTP server, the network stack and the client. During the timed run the generator's own heap is frozen
 (``gc.freeze()``) so that its full garbage collections, which would stall all its clients at once, do not
 count as server latency; this is the same for both modes.
 
 ``--trace`` keeps every timed request (client, start, latency) in the JSON, to see WHEN slow requests
 happen (a cluster of ~``--clients`` requests that started together is a stall of the whole server).
-``--prepare-server`` starts the server through a launcher that calls
-``hybridtower.service.warmup.prepare_to_serve`` (warm-up encodes, frozen heap) before serving, in both
-modes, until ``hybridtower serve`` does it itself. ``--server-threads N`` sets the server's torch threads.
 """
 
 from __future__ import annotations
@@ -102,32 +105,10 @@ def build_index(root: Path, model: str, videos: int, seed: int = 0) -> Path:
     return root / f"index-{model}"
 
 
-# ``--prepare-server``: ``hybridtower serve`` run through a launcher that calls
-# service.warmup.prepare_to_serve (warm-up encodes, frozen heap) right before serving, for servers that do not
-# do it themselves yet. The same launcher runs for both modes.
-PREPARE_LAUNCHER = """
-import sys
-from hybridtower.service import server, warmup
-_serve = server.serve_forever
-def serve_forever(app, sock, **kw):
-    batcher = app.state.batcher
-    info = warmup.prepare_to_serve(app.state.live.current(), batcher.max_batch if batcher is not None else 1)
-    print("prepared:", info, file=sys.stderr, flush=True)
-    return _serve(app, sock, **kw)
-server.serve_forever = serve_forever
-from hybridtower.cli.main import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def start_server(index: Path, extra: list[str], *, prepare: bool = False,
-                 threads: int | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(index: Path, extra: list[str], *, threads: int | None = None) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    if threads:  # torch's intra-op threads (read from OMP_NUM_THREADS when torch starts)
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    entry = ["-c", PREPARE_LAUNCHER] if prepare else ["-m", "hybridtower.cli.main"]
-    cmd = [sys.executable, *entry, "serve", str(index), "--host", "127.0.0.1", "--port", "0",
-           "--no-access-log", "--log-level", "warning", *extra]
+    cmd = [sys.executable, "-m", "hybridtower.cli.main", "serve", str(index), "--host", "127.0.0.1", "--port", "0",
+           "--no-access-log", "--log-level", "warning", *(["--threads", str(threads)] if threads else []), *extra]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = proc.stdout.readline()
     m = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
@@ -158,6 +139,7 @@ class Connection:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
     async def get(self, target: str, headers: dict | None = None) -> tuple[int, bytes]:
+        """(status, body) of ``GET target``."""
         return await asyncio.wait_for(self._get(target, headers), self.timeout)
 
     async def _get(self, target: str, headers: dict | None) -> tuple[int, bytes]:
@@ -212,7 +194,7 @@ class Connection:
 
 
 async def run_load(base: str, clients: int, requests: int, duration: float, k: int, mix: bool, seed: int,
-                   timeout: float, trace: bool = False) -> dict:
+                   timeout: float, trace: bool = False, server_time: bool = False) -> dict:
     from urllib.parse import urlencode, urlsplit
 
     import httpx
@@ -253,6 +235,7 @@ async def run_load(base: str, clients: int, requests: int, duration: float, k: i
     deadline = time.perf_counter() + duration
 
     records: list = []  # --trace: (client, start s since the run began, latency ms, kind)
+    took: list[float] = []  # server_time: the server's own took_ms of each search answer
 
     async def worker(client, conn):
         nonlocal next_i
@@ -261,8 +244,10 @@ async def run_load(base: str, clients: int, requests: int, duration: float, k: i
             next_i += 1
             t0 = time.perf_counter()
             try:
-                status, _ = await conn.get(target, headers)
+                status, body = await conn.get(target, headers)
                 dt = time.perf_counter() - t0
+                if server_time and kind == "search" and status == 200:
+                    took.append(float(json.loads(body)["took_ms"]))
                 if trace:
                     records.append((client, round(t0 - t_start, 4), round(dt * 1e3, 2), kind))
                 status_counts[str(status)] = status_counts.get(str(status), 0) + 1
@@ -301,6 +286,9 @@ async def run_load(base: str, clients: int, requests: int, duration: float, k: i
     }
     if trace:
         report["trace"] = {"t_start_unix": round(t_start_unix, 4), "records": records}
+    if took:
+        took.sort()
+        report["server_took_ms"] = {"p50": round(percentile(took, 50), 2), "p90": round(percentile(took, 90), 2)}
     for kind, vals in sorted(latencies.items()):
         s = sorted(vals)
         report["latency_ms"][kind] = {
@@ -314,13 +302,14 @@ async def run_load(base: str, clients: int, requests: int, duration: float, k: i
     return report
 
 
-def one_server(index: Path, mode: str, args) -> dict:
-    """Single-client then ``--clients`` runs against one server started in ``mode`` (on / off)."""
+def one_server(index: Path, mode: str, args, threads: int | None = None) -> dict:
+    """Single-client then ``--clients`` runs against one server started in ``mode`` (on / off) with
+    ``threads`` torch threads (None: torch's own choice)."""
     extra = ["--query-cache", str(args.query_cache)] + (["--no-batching"] if mode == "off" else []) + args.serve_arg
-    proc, base = start_server(index, extra, prepare=args.prepare_server, threads=args.server_threads)
+    proc, base = start_server(index, extra, threads=threads)
     try:
         single = asyncio.run(run_load(base, 1, args.single_requests, args.duration, args.k, False, args.seed + 1,
-                                      args.timeout))
+                                      args.timeout, server_time=True))
         cpu0, own0 = process_cpu_s(proc.pid), os.times()
         loaded = asyncio.run(run_load(base, args.clients, args.requests, args.duration, args.k, args.mix, args.seed,
                                       args.timeout, trace=args.trace))
@@ -335,7 +324,7 @@ def one_server(index: Path, mode: str, args) -> dict:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    return {"mode": mode, "single": single, "loaded": loaded}
+    return {"mode": mode, "threads": threads, "single": single, "loaded": loaded}
 
 
 def process_cpu_s(pid: int) -> float | None:
@@ -375,17 +364,22 @@ def summarise(model: str, runs: dict) -> dict:
     return out
 
 
+def run_label(mode: str, threads: int | None) -> str:
+    return mode if threads is None else f"{mode}/{threads}t"
+
+
 def print_table(model: str, runs: dict) -> None:
     print(f"\n{model}: mode    clients  requests  wall s   req/s    p50 ms   p90 ms   p99 ms   max ms  errors  "
-          f"server CPU ms/req")
+          f"server CPU ms/req  (single client: server's own time p50)")
     for mode, r in runs.items():
         for which in ("single", "loaded"):
             rep = r[which]
             lat = rep["latency_ms"].get("search", {})
+            own = rep.get("server_took_ms", {}).get("p50")
             print(f"  {' ' * len(model)}{mode:<7} {rep['clients']:>7} {rep['requests_done']:>9} {rep['wall_s']:>7.1f} "
                   f"{rep['throughput_rps']:>7.1f} {lat.get('p50', float('nan')):>9.1f} {lat.get('p90', float('nan')):>8.1f} "
                   f"{lat.get('p99', float('nan')):>8.1f} {lat.get('max', float('nan')):>8.1f} {rep['errors']:>7}  "
-                  f"{rep.get('server_cpu_ms_per_request', ''):>8}")
+                  f"{rep.get('server_cpu_ms_per_request', ''):>8}" + (f"  ({own} ms)" if own is not None else ""))
             for kind, kl in rep["latency_ms"].items():
                 if kind != "search":
                     print(f"  {' ' * len(model)}  {kind:<12} n={kl['n']:<6} p50 {kl['p50']:.1f} ms  p99 {kl['p99']:.1f} ms")
@@ -410,11 +404,9 @@ def main(argv=None) -> int:
     p.add_argument("-k", type=int, default=10, help="k of every search (default 10)")
     p.add_argument("--mix", action="store_true", help="1 in 5 requests a thumbnail, 1 in 5 a 64 KiB video range")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--prepare-server", action="store_true",
-                   help="start the server through a launcher that warms the encoder and freezes the heap before "
-                        "serving (service.warmup.prepare_to_serve), in both modes")
-    p.add_argument("--server-threads", type=int, default=None, metavar="N",
-                   help="torch intra-op threads of the server (OMP_NUM_THREADS; default: torch's own choice)")
+    p.add_argument("--threads", default=None, metavar="N[,N...]",
+                   help="the server's torch threads (serve --threads), e.g. 1,2: both modes for each (default: "
+                        "torch's own choice)")
     p.add_argument("--trace", action="store_true",
                    help="keep every request of the concurrent runs in the JSON (client, start, latency)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
@@ -429,6 +421,12 @@ def main(argv=None) -> int:
         p.error("--modes takes on and/or off")
     if not args.index and (not models or any(m not in MODELS for m in models)):
         p.error(f"--models takes {', '.join(MODELS)}")
+    try:
+        thread_counts = [int(t) for t in args.threads.split(",") if t.strip()] if args.threads else [None]
+    except ValueError:
+        p.error("--threads takes whole numbers, e.g. 1,2")
+    if not thread_counts or any(t is not None and t < 1 for t in thread_counts):
+        p.error("--threads takes whole numbers >= 1, e.g. 1,2")
 
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform(), "load_average_before": load_average()},
@@ -439,21 +437,29 @@ def main(argv=None) -> int:
             videos = args.videos if args.videos is not None else MODELS[model][2]
             targets.append((model, build_index(Path(tmp) / model, model, videos, args.seed)))
         for model, index in targets:
-            runs = {mode: one_server(index, mode, args) for mode in modes}
-            report["models"][model] = {"runs": runs, "summary": summarise(model, runs)}
+            runs, summaries = {}, {}
+            for threads in thread_counts:
+                pair = {mode: one_server(index, mode, args, threads) for mode in modes}
+                runs.update({run_label(mode, threads): r for mode, r in pair.items()})
+                summaries["default" if threads is None else str(threads)] = summarise(model, pair)
+            report["models"][model] = {"runs": runs, "summary": summaries}
             print_table(model, runs)
     report["machine"]["load_average_after"] = load_average()
     errors = 0
     print()
     for model, r in report["models"].items():
-        s = r["summary"]
         for run in r["runs"].values():
             errors += run["single"]["errors"] + run["loaded"]["errors"]
-        if "throughput_ratio" in s:
-            print(f"{model}: batched/unbatched throughput at {args.clients} clients {s['throughput_ratio']}x (goal >= 2.5x); "
+        for threads, s in r["summary"].items():
+            if "throughput_ratio" not in s:
+                continue
+            at = "" if threads == "default" else f" ({threads} torch threads)"
+            print(f"{model}{at}: batched/unbatched throughput at {args.clients} clients {s['throughput_ratio']}x (goal >= 2.5x); "
                   f"batched p99 = {s['p99_batched_over_single_p50']}x the unbatched single-client p50 (goal <= 4x); "
                   f"errors {s['errors']}: {'goals met' if s['goals_met'] else 'goals NOT met'}"
                   + (f"; server CPU per request {s['server_cpu_ratio']}x lower batched" if s.get("server_cpu_ratio") else ""))
+    print("Both modes run the same server (socket options, warm-up, frozen heap, first-come-first-served order); "
+          "only batching differs.")
     print(f"load average before {report['machine']['load_average_before']}, after {report['machine']['load_average_after']} "
           f"({report['machine']['cpus']} CPUs; the load generator shares them)")
     if args.json:

@@ -419,3 +419,26 @@ def test_unbatched_search_is_first_come_first_served(collection, tmp_path, leaks
     assert [q for q, _ in searcher.queries] == ["first"] + [f"query {i}" for i in range(8)]
     assert not lock.locked()
 
+
+
+def test_clean_query_fast_path_equals_the_rules():
+    """Printable ASCII skips the per-character rules: it must give exactly what they give."""
+    import random
+
+    from hybridtower.service.queries import _clean_any
+
+    rng = random.Random(0)
+    alphabet = "ab Z09.,!?-' \t\n\x0b\x1c\x7f\x00~"
+    cases = ["", " ", "a", "  a  b  ", "x" * 30, "a" * 10 + " " * 10 + "b", "~!@#$%^&*()"]
+    cases += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 25))) for _ in range(3000)]
+    for raw in cases:
+        for max_chars in (5, 12, 1000):
+            try:
+                fast = clean_query(raw, max_chars=max_chars)
+            except EmptyQuery as exc:
+                fast = ("empty", str(exc))
+            try:
+                slow = _clean_any(raw, max_chars)
+            except EmptyQuery as exc:
+                slow = ("empty", str(exc))
+            assert fast == slow, (raw, max_chars)

@@ -104,23 +104,16 @@ def test_trace_keeps_every_request_and_the_generator_heap_is_unfrozen_after(load
     assert gc.get_freeze_count() == 0  # frozen only during the timed run
 
 
-def test_prepare_launcher_prepares_the_live_searcher_before_serving(load_test, monkeypatch):
-    from types import SimpleNamespace
+def test_single_client_run_reads_the_servers_own_time(load_test, tmp_path):
+    """The floor's split: the client's latency against the server's own took_ms of the same answers."""
+    from hybridtower.service import create_app
+    from hybridtower.service.server import BackgroundServer
 
-    from hybridtower.cli import main as cli_main
-    from hybridtower.service import server, warmup
-
-    calls = []
-    fake_serve = lambda app, sock, **kw: calls.append("serve")  # noqa: E731
-    monkeypatch.setattr(server, "serve_forever", fake_serve)
-    monkeypatch.setattr(warmup, "prepare_to_serve", lambda s, n: calls.append(("prepare", s, n)) or {})
-    state = SimpleNamespace(batcher=SimpleNamespace(max_batch=8), live=SimpleNamespace(current=lambda: "searcher"))
-    monkeypatch.setattr(cli_main, "main", lambda argv: server.serve_forever(SimpleNamespace(state=state), None) or 0)
-    with pytest.raises(SystemExit) as exc:
-        exec(load_test.PREPARE_LAUNCHER, {"__name__": "__main__"})
-    assert exc.value.code == 0 and calls == [("prepare", "searcher", 8), "serve"]
-    state.batcher = None  # unbatched server: warm batch 1 only
-    server.serve_forever = fake_serve  # undo the first launcher's patch (monkeypatch restores the real one)
-    with pytest.raises(SystemExit):
-        exec(load_test.PREPARE_LAUNCHER, {"__name__": "__main__"})
-    assert calls[2:] == [("prepare", "searcher", 1), "serve"]
+    entries = {i: (f"{name}.mp4", write_clip(tmp_path / f"{name}.mp4", rgb)) for i, (name, rgb) in enumerate(COLORS.items())}
+    app = create_app(FakeSearcher(entries), thumbnail_dir=tmp_path / "thumbs")
+    with BackgroundServer(app) as srv:
+        report = asyncio.run(load_test.run_load(srv.url, clients=1, requests=10, duration=60, k=2, mix=False, seed=0,
+                                                timeout=30, server_time=True))
+    own = report["server_took_ms"]
+    assert 0 < own["p50"] <= own["p90"] and own["p50"] <= report["latency_ms"]["search"]["p50"]
+    assert load_test.run_label("on", None) == "on" and load_test.run_label("off", 2) == "off/2t"

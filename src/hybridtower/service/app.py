@@ -715,7 +715,8 @@ def _hit_json(rank: int, hit) -> dict:
     start = out.get("start")
     at = "" if start is None else f"?start={float(start):g}"
     path = getattr(hit, "path", None)  # server side: only its base name is shown
-    name = Path(path).name if path else Path(str(out.get("video_id") or hid).replace("\\", "/")).name or str(hid)
+    name = os.path.basename(path) if path else str(out.get("video_id") or hid).replace("\\", "/").rpartition("/")[2]
+    name = name or str(hid)
     out.update({
         "rank": rank,
         "name": name,

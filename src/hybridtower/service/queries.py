@@ -50,6 +50,20 @@ class CleanQuery:
 def clean_query(raw: str | None, max_chars: int = DEFAULT_MAX_QUERY_CHARS) -> CleanQuery:
     """Normalise ``raw`` as described in the module docstring; raise :class:`EmptyQuery` if nothing is left."""
     raw = raw or ""
+    if raw.isascii() and raw.isprintable():
+        # the usual query: printable ASCII has no control, invisible or blank character, and its only
+        # whitespace is the space: the rules reduce to collapsing spaces (no per-character lookups)
+        text = _WS.sub(" ", raw).strip()
+        if text:
+            cut = len(text) > max_chars
+            if cut:
+                text = text[:max_chars].rstrip()
+            return CleanQuery(text=text, notes=[f"query cut to its first {max_chars} characters"] if cut else [], cut=cut)
+    return _clean_any(raw, max_chars)
+
+
+def _clean_any(raw: str, max_chars: int) -> CleanQuery:
+    """The rules, character by character (any text)."""
     notes: list[str] = []
     kept: list[str] = []
     removed = 0
