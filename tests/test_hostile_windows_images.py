@@ -582,3 +582,59 @@ def test_the_thumbnail_cache_serves_only_whole_jpegs_it_made(tmp_path, damage):
         r = within(30, c.get, "/videos/0/thumbnail")
     assert r.status_code == 200 and r.content == good and b"server secret" not in r.content
     assert not cached.is_symlink() and cached.read_bytes() == good and secret.read_bytes() == b"server secret\n"
+
+
+def test_a_preview_of_a_very_wide_video(tmp_path):
+    """A 20000 x 16 stream (within the decoding limit) was scaled only by height, so the H.264 encoder
+    refused 20000 columns and the answer blamed the video ("cannot be decoded")."""
+    import av
+
+    from hybridtower.service.files import open_indexed
+    from hybridtower.service.previews import PreviewCache
+    from test_service_api import entry_of
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    path = lib / "strip.avi"
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("ffv1", rate=5)
+        st.width, st.height, st.pix_fmt = 20000, 16, "yuv420p"
+        for _ in range(3):
+            for p in st.encode(av.VideoFrame.from_ndarray(np.full((16, 20000, 3), 90, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+    v = open_indexed(0, entry_of(0, "strip.avi", path), (str(lib),))
+    try:
+        out = within(60, PreviewCache(tmp_path / "p").get, v)
+    finally:
+        v.close()
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].width <= 4 * 480 and sum(1 for _ in c.decode(video=0)) == 3
+
+
+def test_like_a_folder_or_the_root_names_no_path(windowed):
+    for ref in ("/", str(windowed.lib), "."):
+        with pytest.raises(QueryError) as exc:
+            within(10, iq.find_video, windowed.searcher, ref)
+        assert str(windowed.lib) not in str(exc.value) and "''" not in str(exc.value)
+
+
+def test_similar_over_http_with_hostile_start_values(windowed, tmp_path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from hybridtower.service import create_app
+
+    app = create_app(windowed.searcher, thumbnail_dir=tmp_path / "t", preview_dir=tmp_path / "p")
+    vid = windowed.long_id
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
+        body = c.get(f"/similar/{vid}?start=8&k=2").json()
+        assert any("used the window 0:05-0:15" in n for n in body["notes"]) and vid not in [h["id"] for h in body["hits"]]
+        for start in ("41", "9999999", "-1", "nan", "inf", "1e309", "12:30", "0x10", "%00"):
+            r = c.get(f"/similar/{vid}?start={start}")
+            assert r.status_code == 400, (start, r.status_code)
+            assert str(windowed.root) not in r.text and "/tmp" not in r.text
+        r = c.get(f"/similar/{windowed.short_id}?start=3")
+        assert r.status_code == 400 and "whole-file" in r.json()["detail"]
+        assert c.get("/similar/99999999999999999999999").status_code == 404

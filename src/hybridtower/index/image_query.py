@@ -343,14 +343,16 @@ def _display_ref(s: str) -> str:
         absolute = os.path.isabs(s)
     except (TypeError, ValueError):
         absolute = False
-    return printable(os.path.basename(s.rstrip("/" + os.sep)) if absolute else s)
+    if not absolute:
+        return printable(s)
+    return printable(os.path.basename(s.rstrip("/" + os.sep)) or "(a folder)")
 
 
 def _same_file_entry(searcher, s: str):
     """The entry whose file is the file ``s`` names (any path to it: absolute, relative to the current
     folder, through links), else None. Only entries that resolve to the same real path match."""
     try:
-        if not os.path.exists(s):
+        if not os.path.isfile(s):  # a folder ("/"), FIFO or device is no indexed video: no scan of the entries
             return None
         real = os.path.realpath(s)
     except (OSError, ValueError):  # a NUL byte, an unreadable folder

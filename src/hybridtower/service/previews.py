@@ -259,7 +259,9 @@ def transcode(video, out: Path, *, start: float = 0.0, max_seconds: float = DEFA
                             continue  # more source frames than the preview's rate: drop
                         if ost is None:
                             fw, fh_ = frame.width, frame.height
-                            scale = min(1.0, max_height / max(1, fh_))
+                            # at most max_height lines and 4x as many columns (a 20000 x 16 strip
+                            # would otherwise exceed what the H.264 encoder accepts)
+                            scale = min(1.0, max_height / max(1, fh_), 4 * max_height / max(1, fw))
                             ow, oh = _even(fw * scale), _even(fh_ * scale)
                             ost = dst.add_stream(codec, rate=fps_q)
                             ost.width, ost.height, ost.pix_fmt = ow, oh, "yuv420p"
