@@ -638,3 +638,33 @@ def test_similar_over_http_with_hostile_start_values(windowed, tmp_path):
         r = c.get(f"/similar/{windowed.short_id}?start=3")
         assert r.status_code == 400 and "whole-file" in r.json()["detail"]
         assert c.get("/similar/99999999999999999999999").status_code == 404
+
+
+def test_big_images_are_decoded_a_few_at_a_time(monkeypatch):
+    """A 250 KB PNG of 80 MP takes ~350 MB to decode: 40 such uploads at once (the server's thread pool)
+    needed ~14 GB. Images over BIG_DECODE_PIXELS are now decoded BIG_DECODE_SLOTS at a time."""
+    from PIL import ImageOps
+
+    data = _png(Image.new("RGB", (2500, 2000), (10, 200, 30)))  # 5 MP
+    active, peak, lock = [0], [0], threading.Lock()
+    real = ImageOps.exif_transpose
+
+    def slow(im, *a, **kw):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        import time
+        time.sleep(0.3)
+        with lock:
+            active[0] -= 1
+        return real(im, *a, **kw)
+
+    monkeypatch.setattr(ImageOps, "exif_transpose", slow)
+    threads = [threading.Thread(target=iq.decode_image, args=(data,)) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert peak[0] == iq.BIG_DECODE_SLOTS == 2
+    small = _png(Image.new("RGB", (64, 64)))
+    assert iq.decode_image(small).rgb.shape == (64, 64, 3)

@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -61,6 +62,11 @@ __all__ = ["IMAGE_FORMATS", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "DecodedImage
 MAX_IMAGE_BYTES = 50 * 1024 * 1024  # larger files / uploads are refused before decoding
 MAX_IMAGE_PIXELS = 80_000_000  # width x height above this is refused from the header alone (below PIL's own 89 MP warning)
 SHRINK_ABOVE_PIXELS = 16_000_000  # larger images are box-reduced by an integer factor first (bounded float memory)
+#: Images of more than BIG_DECODE_PIXELS are decoded at most BIG_DECODE_SLOTS at a time in this process:
+#: a 250 KB PNG of 80 MP takes ~350 MB and ~1 s to decode, so 40 concurrent uploads could take 14 GB.
+BIG_DECODE_PIXELS = 4_000_000
+BIG_DECODE_SLOTS = 2
+_BIG_DECODES = threading.BoundedSemaphore(BIG_DECODE_SLOTS)
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "PPM")
 
 
@@ -132,7 +138,10 @@ def decode_image(data, min_side: int = 224) -> DecodedImage:
         if w * h > MAX_IMAGE_PIXELS:
             raise QueryError(f"the image is {w}x{h} ({w * h / 1e6:.0f} MP); the limit is "
                              f"{MAX_IMAGE_PIXELS // 1_000_000} MP")
+        big = w * h > BIG_DECODE_PIXELS
         try:
+            if big:  # bounded memory however many requests arrive at once (see BIG_DECODE_SLOTS)
+                _BIG_DECODES.acquire()
             factor = _reduce_factor(w, h, min_side)
             if factor > 1 and fmt == "JPEG":
                 im.draft("RGB", (w // factor, h // factor))  # JPEG: decode at 1/2, 1/4, 1/8 scale directly
@@ -146,6 +155,9 @@ def decode_image(data, min_side: int = 224) -> DecodedImage:
         except Exception as exc:  # truncated or corrupt data, bad EXIF, an unsupported mode or compression
             raise QueryError(f"the image cannot be decoded: {type(exc).__name__}: "
                              f"{printable(str(exc))[:200]}") from None
+        finally:
+            if big:
+                _BIG_DECODES.release()
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise QueryError("the image cannot be decoded to RGB pixels")
     return DecodedImage(np.ascontiguousarray(rgb), int(w), int(h), str(fmt))
