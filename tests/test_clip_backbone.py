@@ -300,3 +300,19 @@ def test_meta_build_and_config_lookup_import_no_open_clip_nor_dynamo():
     ref_pre = clip.visual.preprocess_cfg
     assert report["pre"]["image_size"] == 64
     assert report["pre"]["mean"] == list(ref_pre["mean"]) and report["pre"]["std"] == list(ref_pre["std"])
+
+
+def test_weights_hash_is_the_documented_one():
+    """index/identity.weights_sha256 hashes without copying: the same digest as the plain formula."""
+    import hashlib
+
+    from hybridtower.index.identity import weights_sha256
+
+    model = hub.load_model(DEMO_CKPT)
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu", torch.float32).contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    assert weights_sha256(model) == h.hexdigest()

@@ -82,7 +82,14 @@ def open_clip_tokenizer_module() -> ModuleType:
 
 @lru_cache(maxsize=1)
 def _bpe():
-    return open_clip_tokenizer_module().SimpleTokenizer()
+    module = open_clip_tokenizer_module()
+    # the module builds a default tokenizer when it loads (its ``_tokenizer``, for its ``tokenize()``): reuse it
+    # rather than read the 49k-merge vocabulary a second time; same class, same defaults, so the same tokens
+    shared = getattr(module, "_tokenizer", None)
+    if (type(shared) is module.SimpleTokenizer and len(shared.all_special_ids) == 2
+            and shared.clean_fn is module.get_clean_fn("lower") and shared.reduction_fn is None):
+        return shared
+    return module.SimpleTokenizer()
 
 
 class Tokenizer:
