@@ -668,3 +668,15 @@ def test_big_images_are_decoded_a_few_at_a_time(monkeypatch):
     assert peak[0] == iq.BIG_DECODE_SLOTS == 2
     small = _png(Image.new("RGB", (64, 64)))
     assert iq.decode_image(small).rgb.shape == (64, 64, 3)
+
+
+def test_segment_start_of_hostile_times():
+    """inf raised OverflowError (math.floor); a moment past the end of a known-length video planned a
+    segment after the end, whose preview then failed."""
+    from hybridtower.service.previews import segment_start
+
+    assert segment_start(float("inf"), 3600.0, 120.0) == 0.0 == segment_start(float("nan"), 3600.0, 120.0)
+    assert segment_start(3600.0, 3600.0, 120.0) == 3570.0 and segment_start(-5.0, None, 120.0) == 0.0
+    last = segment_start(1e7, 3600.0, 120.0)
+    assert last < 3600.0 and 3600.0 - last <= 120.0 and last % 30 == 0
+    assert segment_start(745.0, 3600.0, 120.0) == 720.0  # ordinary moments unchanged

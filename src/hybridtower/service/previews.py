@@ -155,10 +155,18 @@ def probe_opened(video) -> Probe:
 
 
 def segment_start(start: float | None, duration: float | None, max_seconds: float) -> float:
-    """Start (seconds) of the preview segment that shows a moment starting at ``start``."""
-    if not start or start <= 0 or (duration is not None and duration <= max_seconds):
+    """Start (seconds) of the preview segment that shows a moment starting at ``start``. A start that is
+    not a finite number is the beginning; one at or past the end of a video of known ``duration`` is its
+    last moment (the segment then still holds frames)."""
+    try:
+        start = float(start or 0.0)
+    except (TypeError, ValueError):
         return 0.0
-    return float(math.floor(max(0.0, float(start) - SEGMENT_LEAD) / SEGMENT_STEP) * SEGMENT_STEP)
+    if not (math.isfinite(start) and start > 0) or (duration is not None and duration <= max_seconds):
+        return 0.0
+    if duration is not None and math.isfinite(duration) and start >= duration:
+        start = max(0.0, duration - 1.0)
+    return float(math.floor(max(0.0, start - SEGMENT_LEAD) / SEGMENT_STEP) * SEGMENT_STEP)
 
 
 def preview_encoder() -> tuple[str, str, str]:
