@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import logging
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +27,8 @@ import torch
 log = logging.getLogger(__name__)
 
 PRIVATE_NAME = "hybridtower._open_clip_tokenizer"  # where the standalone copy of the module is registered
+# every relative import is written "from" + space (or a line continuation) + "."; a file without this text has none
+_MAYBE_RELATIVE = re.compile(rb"\bfrom[\s\\]+\.")
 
 
 def _standalone_tokenizer_file() -> Path | None:
@@ -39,7 +42,10 @@ def _standalone_tokenizer_file() -> Path | None:
     for folder in spec.submodule_search_locations:
         path = Path(folder) / "tokenizer.py"
         try:
-            tree = ast.parse(path.read_bytes(), filename=str(path))
+            source = path.read_bytes()
+            if not _MAYBE_RELATIVE.search(source):  # no "from ." anywhere: no relative import (parsing costs ~25 ms)
+                return path
+            tree = ast.parse(source, filename=str(path))
         except (OSError, SyntaxError, ValueError):
             continue
         if any(isinstance(node, ast.ImportFrom) and node.level > 0 for node in ast.walk(tree)):
