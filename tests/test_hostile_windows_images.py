@@ -680,3 +680,23 @@ def test_segment_start_of_hostile_times():
     last = segment_start(1e7, 3600.0, 120.0)
     assert last < 3600.0 and 3600.0 - last <= 120.0 and last % 30 == 0
     assert segment_start(745.0, 3600.0, 120.0) == 720.0  # ordinary moments unchanged
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device that is always full)")
+def test_a_full_disk_is_not_blamed_on_the_video(avi, tmp_path, monkeypatch):
+    """ENOSPC while muxing the preview said the video "cannot be decoded" and refused it for 30 s."""
+    import contextlib
+
+    from hybridtower.service import previews as pv
+
+    @contextlib.contextmanager
+    def full_disk(out):
+        yield Path("/dev/full")  # every write fails with ENOSPC
+
+    monkeypatch.setattr(pv, "atomic_path", full_disk)
+    cache = pv.PreviewCache(tmp_path / "p")
+    for _ in range(2):  # not remembered against the video: each request tries again
+        with pytest.raises(pv.PreviewError, match="preview cache cannot be written") as exc:
+            _get(cache, avi)
+        assert "cannot be decoded" not in str(exc.value) and "/dev/full" not in str(exc.value)
+    assert not cache._failed
