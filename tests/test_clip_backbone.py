@@ -316,3 +316,24 @@ def test_weights_hash_is_the_documented_one():
         h.update(str(tuple(t.shape)).encode())
         h.update(t.numpy().tobytes())
     assert weights_sha256(model) == h.hexdigest()
+
+
+def test_valueless_meta_skips_only_meta_initialisers():
+    """hub._ValuelessMeta (used while building on the meta device) turns initialisers of meta tensors into no-ops
+    with the right shapes, and leaves every CPU tensor's values and the RNG stream alone."""
+    torch.manual_seed(3)
+    expected = torch.randn(4)
+    torch.manual_seed(3)
+    with hub._ValuelessMeta():
+        cpu = torch.randn(4)  # not meta: a real draw
+        with torch.device("meta"):
+            shapes = [torch.randn(2, 3).shape, torch.randn((4, 5)).shape, torch.randn(size=(6,)).shape,
+                      torch.rand(2, dtype=torch.float64).dtype]
+            lin = torch.nn.Linear(3, 4)
+            torch.nn.init.eye_(lin.weight[:, :3][:3])
+    assert torch.equal(cpu, expected)
+    assert shapes == [(2, 3), (4, 5), (6,), torch.float64] and lin.weight.is_meta and lin.weight.shape == (4, 3)
+    with hub._ValuelessMeta():
+        w = torch.empty(3, 3)
+        torch.nn.init.eye_(w)  # CPU: filled as usual
+    assert torch.equal(w, torch.eye(3))

@@ -20,8 +20,12 @@ CLIP's text transformer and BPE get framework ``meanp`` on hybridtower's own tow
 CLIP-ViP and X-Pool fine-tune); every other architecture (timm or Hugging Face towers, SigLIP, CoCa, EVA,
 MobileCLIP, other tokenizers) gets framework ``openclip``: open_clip's model used whole, with its own
 tokenizer and the image size / mean / std / resize mode of its weights, all recorded in the model config.
-Our checkpoints are safetensors files whose metadata holds the resolved model config, so
-``load_model(path)`` needs no other file (an ``openclip`` model whose tokenizer or text-tower config comes
+The CLIP towers of the frameworks other than ``openclip`` are hybridtower's own (``models.clip_backbone``,
+state dicts laid out like open_clip's ``CLIP``) for every ViT architecture they implement: open_clip still
+builds and initialises (or loads) the model, and the own towers adopt its tensors, so weights and random
+streams are unchanged; ``load_model`` and ``create_model(device="meta")`` build them without importing
+open_clip at all (architecture configs are read from their JSON files). Our checkpoints are safetensors
+files whose metadata holds the resolved model config, so ``load_model(path)`` needs no other file (an ``openclip`` model whose tokenizer or text-tower config comes
 from the Hugging Face hub needs that hub's cache, or fails at once in one line saying so).
 """
 

@@ -1,5 +1,7 @@
 """Model library: PIG and the Two-Tower / Single-Tower baselines behind one interface (see ``base``), and a
-Two-Tower meanP over any open_clip model used whole (``open_clip_tower``).
+Two-Tower meanP over any open_clip model used whole (``open_clip_tower``). Their CLIP towers are
+hybridtower's own (``clip_backbone``: the layout of open_clip's ``CLIP``, built without importing open_clip)
+for the ViT architectures those implement, and open_clip's modules for the others (ResNets).
 
 Models know nothing about files: ``hybridtower.hub`` builds them from presets, CLIP weights and checkpoints.
 """
