@@ -700,3 +700,22 @@ def test_a_full_disk_is_not_blamed_on_the_video(avi, tmp_path, monkeypatch):
             _get(cache, avi)
         assert "cannot be decoded" not in str(exc.value) and "/dev/full" not in str(exc.value)
     assert not cache._failed
+
+
+def test_like_names_that_are_not_utf8_or_end_in_spaces(windowed, tmp_path):
+    """search prints a Latin-1 name as 'caf\\xe9.mp4'; --like with that text found nothing. A name ending
+    (or ending) in a space was stripped before matching, so it could not be named at all."""
+    import shutil
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    src = windowed.lib / "long.mp4"
+    latin = os.fsdecode(b"caf\xe9.mp4")
+    shutil.copy2(src, lib / latin)
+    shutil.copy2(src, lib / " lead.mp4")
+    build_index([lib], tmp_path / "idx", windowed.ckpt, IndexOptions(**OPTS, window=0))
+    s = Searcher.open(tmp_path / "idx")
+    ids = {e.video_id: e.id for e in s.entries}
+    assert iq.find_video(s, latin) == ids[latin]  # the exact (surrogate-escaped) name, as argv gives it
+    assert iq.find_video(s, "caf\\xe9.mp4") == ids[latin]  # as search shows it
+    assert iq.find_video(s, " lead.mp4") == ids[" lead.mp4"]

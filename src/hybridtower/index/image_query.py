@@ -383,8 +383,9 @@ def _same_file_entry(searcher, s: str):
 
 
 def find_video(searcher, ref) -> int:
-    """The id of an indexed video named by ``ref``: its id (an int, or a string of digits) or its path
-    relative to the indexed folder (``video_id``, as search prints it). Raises QueryError otherwise."""
+    """The id of an indexed video named by ``ref``: its id (an int, or a string of ASCII digits), its path
+    relative to the indexed folder (``video_id``, exactly or as search prints it, with ``\\xNN`` escapes for
+    bytes that are not UTF-8), or any path to the same file. Raises QueryError otherwise."""
     if isinstance(ref, (int, np.integer)) and not isinstance(ref, bool):
         if searcher.entry(int(ref)) is not None:
             return int(ref)
@@ -399,8 +400,12 @@ def find_video(searcher, ref) -> int:
     while want.startswith("./"):
         want = want[2:]
     for e in searcher.entries:
-        if e.video_id == s or e.video_id.replace(os.sep, "/") == want:
+        if e.video_id in (ref, s) or e.video_id.replace(os.sep, "/") == want:  # a name may end in a space
             return int(e.id)
+    # the name as search prints it: bytes that are not UTF-8 and control characters as \xNN escapes
+    shown = [e for e in searcher.entries if printable(e.video_id) in (s, want) and printable(e.video_id) != e.video_id]
+    if len(shown) == 1:
+        return int(shown[0].id)
     e = _same_file_entry(searcher, s)
     if e is not None:
         return int(e.id)
