@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -90,3 +91,91 @@ def test_blocked_worker_dies_with_a_killed_index_run(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+# --- the index run's loader and encoder threads (issue 12 section 4) ---
+
+
+class _PidItems:
+    """Items that say which process produced them (a stand-in for decoding)."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, idx):
+        time.sleep(0.02)
+        return {"video_index": idx, "pid": os.getpid()}
+
+
+def test_every_worker_decodes_from_the_first_batch():
+    """Items are decoded one per task: the first batch of 8 comes from both workers (the DataLoader's own
+    batching would hand the whole batch to one worker), in order."""
+    from hybridtower.index import IndexOptions
+    from hybridtower.index.encoding import _item_loader
+
+    batches = list(_item_loader(_PidItems(), IndexOptions(batch_size=8, num_workers=2, progress=False), list))
+    assert [[it["video_index"] for it in b] for b in batches] == [list(range(8))]
+    assert len({it["pid"] for it in batches[0]}) == 2 and os.getpid() not in {it["pid"] for it in batches[0]}
+    five = list(_item_loader(_PidItems(), IndexOptions(batch_size=5, num_workers=0, progress=False), list))
+    assert [[it["video_index"] for it in b] for b in five] == [[0, 1, 2, 3, 4], [5, 6, 7]]
+
+
+def test_encoder_threads_rule_and_restore():
+    from hybridtower.index.encoding import cpu_cores, encoder_threads, torch_threads
+
+    cores = cpu_cores()
+    cpu = torch.device("cpu")
+    assert encoder_threads(1, cpu) == max(1, cores - 1)
+    assert encoder_threads(cores + 3, cpu) == 1  # never below one thread
+    assert encoder_threads(0, cpu) is None  # no workers: decoding and encoding alternate, torch's default
+    assert encoder_threads(2, torch.device("cuda")) is None
+    assert encoder_threads(2, cpu, requested=3) == 3
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_index_vectors_equal_the_previous_pipeline(tmp_path):
+    """The index stores the vectors of the previous pipeline: the DataLoader's own batches of B videos,
+    encoded with the attention written out as dense masked softmax (tests/test_video_encoder_sdpa.py),
+    whatever the workers / threads / batch size."""
+    from torch.utils.data import DataLoader
+
+    from hybridtower.index import IndexOptions, build_index
+    from hybridtower.index.encoding import _collate, _index_frames_class
+    from hybridtower.index.identity import load_checkpoint
+    from hybridtower.index.store import load_index
+    from hybridtower.encode import eval_sample_mode, preprocess_for
+    from test_video_encoder_sdpa import ReferenceEncoder
+    from tiny_index import make_videos, save_tiny
+
+    paths = [str(p) for p in make_videos(tmp_path / "synth", n=7, frames=10)]
+    ckpt = save_tiny(tmp_path / "pig.safetensors", "pig-tiny")
+    model, _ = load_checkpoint(ckpt)
+    enc = model.video_encoder
+    ref = ReferenceEncoder(enc.visual, enc.cfg)
+    ref.load_state_dict(enc.state_dict())
+    model.video_encoder = ref.eval()
+    ds = _index_frames_class()(paths, num_frames=model.cfg.video.num_frames, preprocess=preprocess_for(model),
+                               sample_mode=eval_sample_mode(model))
+    before = {}
+    with torch.no_grad():
+        for batch in DataLoader(ds, batch_size=3, num_workers=0, collate_fn=_collate):
+            vecs = model.encode_video(batch["frames"]).numpy()
+            before.update({paths[i]: v for i, v in zip(batch["video_index"].tolist(), vecs)})
+    assert len(before) == 7
+    runs = {"w2-b3": dict(num_workers=2, batch_size=3), "w0-b16": dict(num_workers=0, batch_size=16),
+            "w1-b2": dict(num_workers=1, batch_size=2)}
+    got = {}
+    for name, kw in runs.items():
+        s = build_index([str(tmp_path / "synth" / "videos")], tmp_path / name, ckpt,
+                        IndexOptions(progress=False, window=0, **kw))
+        assert s.encoded == 7 and not s.skipped
+        data = load_index(tmp_path / name)
+        got[name] = {e.path: data.vectors[i] for i, e in enumerate(data.entries)}
+        assert set(got[name]) == set(before)
+        for p in paths:
+            assert np.allclose(got[name][p], before[p], atol=1e-5), (name, p, np.abs(got[name][p] - before[p]).max())
+    for p in paths:  # whatever the workers and batch size
+        assert np.allclose(got["w2-b3"][p], got["w0-b16"][p], atol=1e-6)

@@ -3,15 +3,18 @@
 Files are decoded by ``VideoFrames`` (the frame sampling ``evaluate`` uses for this model,
 ``encode.eval_sample_mode``: linspace for PIG / CLIP-ViP, segment middles for meanP / X-Pool, and the
 model's preprocessing) in ``num_workers`` DataLoader processes that die with their parent and run
-single-threaded (``workers.worker_init_fn``), and encoded in batches with ``model.encode_video`` in the
-main process: the frames and encoder ``hybridtower.encode`` uses for ``evaluate``. Each decoded file also reports its (size, mtime_ns, sha256) fingerprint. A file the decoder
-cannot read, or whose encoding holds non-finite values, is skipped and listed, never stored.
+one torch thread each (``workers.worker_init_fn``), one video per task, and encoded in batches of
+``batch_size`` consecutive videos with ``model.encode_video`` in the main process (``_item_loader``),
+with ``encoder_threads`` torch threads (on the CPU: the cores the workers leave): the frames and encoder
+``hybridtower.encode`` uses for ``evaluate``. Each decoded file also reports its (size, mtime_ns, sha256)
+fingerprint. A file the decoder cannot read, or whose encoding holds non-finite values, is skipped and
+listed, never stored.
 
 Moment windows (``options.window`` > 0): the first pass opens each file once; a file no longer than the
 window is sampled and encoded exactly as without windows (same frames, same vector), a longer one only
 reports its duration. Each long file is then read window by window (``data.video.windows``: a second
-DataLoader over (file, window) items, so memory holds ``batch_size`` windows' frames whatever the file's
-length; every window is reached by seeking) and stored as one row per window with its start / end. A
+loader over (file, window) items, so memory holds about three batches of windows' frames (one being
+encoded, two decoded ahead) whatever the file's length; every window is reached by seeking) and stored as one row per window with its start / end. A
 window that cannot be decoded skips its whole file.
 
 PIG-M models (``encode_video`` -> [B, M, D]) store M rows per video or window, row m with the m-th
@@ -21,8 +24,10 @@ sampled in about that part (``PIG.segments``).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from contextlib import contextmanager
 
 from ..core.display import printable
 from . import store
@@ -112,12 +117,45 @@ def _collate(batch: list[dict]) -> dict:
     return out
 
 
-def make_loader(model, paths: list[str], options: IndexOptions, window: float = 0.0):
-    """The decoding DataLoader of an index run over ``paths`` (batches of ``_collate``); also what
-    ``benchmarks/index_throughput.py`` times as the decode-only bound. With ``window`` > 0, files longer
-    than it come back in ``batch["long"]`` (their windows are read by :func:`window_loader`)."""
+def _as_is(item):
+    """The DataLoader's per-item "collate" (items are grouped into batches in the main process)."""
+    return item
+
+
+def prefetch_items(batch_size: int, num_workers: int) -> int:
+    """Items each worker keeps decoded ahead (the DataLoader's ``prefetch_factor``): together the workers
+    hold two batches, so the next batch is ready when the encoder finishes the current one."""
+    return max(2, -(-2 * int(batch_size) // max(1, int(num_workers))))
+
+
+def _item_loader(ds, options: IndexOptions, collate):
+    """Batches of ``options.batch_size`` consecutive items of ``ds``, in order, decoded one item per task.
+
+    Every worker decodes single videos (``batch_size=None`` in the DataLoader) and the main process groups
+    them: a batch of B items is ready once its B items are, whichever workers decoded them, so all W
+    workers decode from the first batch on (the DataLoader's own batching hands each worker a whole batch:
+    a run of at most B videos decodes in one worker while the others idle) and decoding overlaps encoding
+    item by item. The batches hold the same items in the same order as ``DataLoader(batch_size=B)``.
+    """
     from torch.utils.data import DataLoader
 
+    workers = options.num_workers
+    kw = dict(prefetch_factor=prefetch_items(options.batch_size, workers), worker_init_fn=worker_init_fn()) if workers else {}
+    loader = DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=_as_is, **kw)
+    group = []
+    for item in loader:
+        group.append(item)
+        if len(group) == options.batch_size:
+            yield collate(group)
+            group = []
+    if group:
+        yield collate(group)
+
+
+def make_loader(model, paths: list[str], options: IndexOptions, window: float = 0.0):
+    """The decoding loader of an index run over ``paths``: an iterator of batches (``_collate``); also what
+    ``benchmarks/index_throughput.py`` times as the decode-only bound. With ``window`` > 0, files longer
+    than it come back in ``batch["long"]`` (their windows are read by :func:`window_loader`)."""
     from ..encode import eval_sample_mode, preprocess_for
 
     IndexFrames = _index_frames_class()
@@ -125,20 +163,56 @@ def make_loader(model, paths: list[str], options: IndexOptions, window: float = 
                      sample_mode=eval_sample_mode(model))
     ds.window = float(window or 0.0)
     ds.want_duration = _rows_per_clip(model) > 1  # PIG-M rows carry their part of the file's time range
-    return DataLoader(ds, batch_size=options.batch_size, num_workers=options.num_workers, collate_fn=_collate,
-                      worker_init_fn=worker_init_fn() if options.num_workers else None)
+    return _item_loader(ds, options, _collate)
 
 
 def window_loader(model, items: list[tuple[str, float, float]], options: IndexOptions):
-    """A DataLoader over (path, start, end) windows, in order (batches of ``collate_skip_errors``)."""
-    from torch.utils.data import DataLoader
-
+    """Batches (``collate_skip_errors``) of (path, start, end) windows, in order."""
     from ..data.datasets import collate_skip_errors
     from ..encode import eval_sample_mode, preprocess_for
 
     ds = WindowFrames(items, model.cfg.video.num_frames, preprocess_for(model), eval_sample_mode(model))
-    return DataLoader(ds, batch_size=options.batch_size, num_workers=options.num_workers, collate_fn=collate_skip_errors,
-                      worker_init_fn=worker_init_fn() if options.num_workers else None)
+    return _item_loader(ds, options, collate_skip_errors)
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the system has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def encoder_threads(num_workers: int, device, requested: int | None = None) -> int | None:
+    """Torch intra-op threads of the encoder (main process) during an index run; None = leave torch's.
+
+    On the CPU with ``num_workers`` decoding processes the encoder gets the cores the workers leave,
+    ``max(1, cores - num_workers)``: W single-threaded decoders plus T encoder threads never exceed the
+    cores. Measured on 2 cores (docs/index.md, "Indexing throughput"): 2 workers + 2 encoder threads ran
+    pig-tiny at 12.5 videos/s, 2 workers + 1 thread at 45, because an OpenMP thread pool with more
+    threads than free cores waits at every barrier for a descheduled thread. On a GPU the encoder's
+    CPU threads only launch kernels: left alone. ``requested`` (>= 1) wins over the rule.
+    """
+    if requested:
+        return max(1, int(requested))
+    if getattr(device, "type", str(device)) != "cpu" or not num_workers:
+        return None  # no workers: decoding and encoding alternate in this process, each may use every core
+    return max(1, cpu_cores() - int(num_workers))
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run the body with ``n`` torch intra-op threads (None: unchanged), restoring the previous count."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _rows_per_clip(model) -> int:
@@ -182,8 +256,6 @@ def encode_files(session: Session, model, work: list[FoundFile], options: IndexO
     ``commit_every`` encoded videos."""
     from tqdm.auto import tqdm
 
-    from ..data.video.windows import plan_windows
-
     if not work:
         return
     window = float(options.window or 0.0)
@@ -214,26 +286,11 @@ def encode_files(session: Session, model, work: list[FoundFile], options: IndexO
             session.commit(complete=False)
             state["since_commit"] = 0
 
+    threads = encoder_threads(options.num_workers, device, getattr(options, "encoder_threads", None))
     try:
-        for batch in loader:
-            for err in batch["errors"]:
-                skip(work[int(err["video_index"])], err["error"])
-            for item in batch["long"]:
-                vi = int(item["video_index"])
-                spans = plan_windows(item["long"]["duration"], window, stride)
-                long_files.append((vi, item["fingerprint"], spans))
-            if batch["frames"] is not None:
-                vecs, frames = _encode(model, batch["frames"], device, options.precision)
-                m = vecs.shape[1]
-                for j, (vi, fp) in enumerate(zip(batch["video_index"].tolist(), batch["fingerprints"])):
-                    dur = batch["durations"][j]
-                    starts, ends = _times(0.0 if m > 1 else None, dur if m > 1 else None, m)
-                    store_rows(work[vi], fp, vecs[j], None if frames is None else frames[j], starts, ends)
-            bar.update(len(batch["video_index"]) + len(batch["errors"]))
-            pause_point("encoded")
-            maybe_commit()
-        if long_files:
-            _encode_windows(model, work, long_files, options, summary, device, skip, store_rows, maybe_commit, bar)
+        with torch_threads(threads):
+            _encode_loop(model, work, loader, options, summary, device, window, stride, bar, skip, store_rows,
+                         maybe_commit, long_files)
     except KeyboardInterrupt:
         bar.close()
         if session.pending or session.dirty:
@@ -242,6 +299,31 @@ def encode_files(session: Session, model, work: list[FoundFile], options: IndexO
             session.commit(complete=False)
         raise
     bar.close()
+
+
+def _encode_loop(model, work, loader, options, summary, device, window, stride, bar, skip, store_rows, maybe_commit,
+                 long_files) -> None:
+    from ..data.video.windows import plan_windows
+
+    for batch in loader:
+        for err in batch["errors"]:
+            skip(work[int(err["video_index"])], err["error"])
+        for item in batch["long"]:
+            vi = int(item["video_index"])
+            spans = plan_windows(item["long"]["duration"], window, stride)
+            long_files.append((vi, item["fingerprint"], spans))
+        if batch["frames"] is not None:
+            vecs, frames = _encode(model, batch["frames"], device, options.precision)
+            m = vecs.shape[1]
+            for j, (vi, fp) in enumerate(zip(batch["video_index"].tolist(), batch["fingerprints"])):
+                dur = batch["durations"][j]
+                starts, ends = _times(0.0 if m > 1 else None, dur if m > 1 else None, m)
+                store_rows(work[vi], fp, vecs[j], None if frames is None else frames[j], starts, ends)
+        bar.update(len(batch["video_index"]) + len(batch["errors"]))
+        pause_point("encoded")
+        maybe_commit()
+    if long_files:
+        _encode_windows(model, work, long_files, options, summary, device, skip, store_rows, maybe_commit, bar)
 
 
 def _encode_windows(model, work, long_files, options, summary, device, skip, store_rows, maybe_commit, bar) -> None:
