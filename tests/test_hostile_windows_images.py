@@ -702,9 +702,9 @@ def test_a_full_disk_is_not_blamed_on_the_video(avi, tmp_path, monkeypatch):
     assert not cache._failed
 
 
-def test_like_names_that_are_not_utf8_or_end_in_spaces(windowed, tmp_path):
-    """search prints a Latin-1 name as 'caf\\xe9.mp4'; --like with that text found nothing. A name ending
-    (or ending) in a space was stripped before matching, so it could not be named at all."""
+def test_like_names_that_are_not_utf8_or_start_with_spaces(windowed, tmp_path):
+    """search prints a Latin-1 name as 'caf\\xe9.mp4'; --like with that text found nothing. A name starting
+    with a space was stripped before matching, so it could not be named at all."""
     import shutil
 
     lib = tmp_path / "lib"
@@ -719,3 +719,35 @@ def test_like_names_that_are_not_utf8_or_end_in_spaces(windowed, tmp_path):
     assert iq.find_video(s, latin) == ids[latin]  # the exact (surrogate-escaped) name, as argv gives it
     assert iq.find_video(s, "caf\\xe9.mp4") == ids[latin]  # as search shows it
     assert iq.find_video(s, " lead.mp4") == ids[" lead.mp4"]
+
+
+_WIDE_FRAMES = r"""
+import resource
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+import numpy as np
+from hybridtower.data.video.transforms import PreprocessConfig, preprocess_frames
+frames = np.zeros((4, 2, 60000, 3), np.uint8)  # a 60000 x 2 stream: 0.12 MP a frame, under MAX_FRAME_PIXELS
+out = preprocess_frames(frames, PreprocessConfig(image_size=64, resize_mode="shortest"))
+print("ok", tuple(out.shape))
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="data/video/transforms.py preprocess_frames, resize_mode 'shortest' (what "
+                   "open_clip models use): a 60000 x 2 frame is resized to 64 x 1920000 before the centre crop, "
+                   "5.9 GB of floats per 4-frame chunk (74 GB at S = 224): indexing such a video fails or wakes "
+                   "the OOM killer. Fix: before the resize, cut each frame to its centre part of at most 8x its "
+                   "short side (what the crop keeps), as index/image_query._crop_extreme_aspect does for images")
+def test_index_frames_of_extreme_aspect_do_not_allocate_gigabytes():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", _WIDE_FRAMES], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-1000:]
+
+
+def test_image_paths_that_are_devices_or_fifos_do_not_block(tmp_path):
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    for path, what in (("/dev/zero", "character device"), (fifo, "FIFO"), (tmp_path, "folder")):
+        with pytest.raises(QueryError, match=what) as exc:
+            within(5, iq.read_image_file, path)
+        assert str(tmp_path) not in str(exc.value)
+
