@@ -751,3 +751,50 @@ def test_image_paths_that_are_devices_or_fifos_do_not_block(tmp_path):
             within(5, iq.read_image_file, path)
         assert str(tmp_path) not in str(exc.value)
 
+
+
+def test_start_against_rows_with_nan_times_and_absurd_clock_values():
+    """A searcher whose rows carry NaN times (whole files, as stored) must not make the error itself fail."""
+    fake = types.SimpleNamespace(rows_of=lambda vid: [{"start": float("nan"), "end": float("nan")}])
+    with pytest.raises(QueryError, match="whole-file vector"):
+        iq._window_containing(fake, 1, 5.0)
+    two = types.SimpleNamespace(rows_of=lambda vid: [{"start": 0.0, "end": 10.0}, {"start": 5.0, "end": 12.0}])
+    with pytest.raises(QueryError, match=r"1e\+300 s is past its end \(its windows cover 0:00-0:12\)"):
+        iq._window_containing(two, 1, 1e300)
+
+
+def test_image_search_over_http_with_hostile_images(windowed, tmp_path):
+    pytest.importorskip("fastapi")
+    import struct
+    import zlib
+
+    from fastapi.testclient import TestClient
+
+    from hybridtower.service import create_app
+
+    def header_only(w, h):
+        def chunk(kind, data):
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+    ok = {
+        "1x1": _png(Image.new("RGB", (1, 1), (200, 10, 10))),
+        "16-bit": _png(Image.fromarray(np.full((16, 16), 40000, np.uint16))),
+        "strip": _png(Image.new("L", (30000, 1), 128)),
+    }
+    bad = {
+        "bomb": header_only(30000, 30000),
+        "81 MP": header_only(9000, 9000),
+        "truncated": _png(Image.new("RGB", (64, 64), (1, 2, 3)))[:70],
+        "svg": b'<svg xmlns="http://www.w3.org/2000/svg"/>',
+    }
+    app = create_app(windowed.searcher, thumbnail_dir=tmp_path / "t", preview_dir=tmp_path / "p")
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
+        for name, data in ok.items():
+            r = within(60, lambda d=data: c.post("/search/image?k=2", content=d, headers={"Content-Type": "image/png"}))
+            assert r.status_code == 200 and len(r.json()["hits"]) == 2, (name, r.text[:300])
+        for name, data in bad.items():
+            r = within(60, lambda d=data: c.post("/search/image", content=d, headers={"Content-Type": "image/png"}))
+            assert r.status_code == 400 and r.json()["error"] == "invalid_image", (name, r.text[:300])
+            assert str(windowed.root) not in r.text and "/tmp" not in r.text

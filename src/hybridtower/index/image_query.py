@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import threading
 import time
@@ -322,7 +323,9 @@ def similar(searcher, id, start: float | None = None, k: int = 10) -> SearchResu
 
 
 def _clock(seconds: float) -> str:
-    """``750.5`` -> ``"12:30.5"``, ``3723`` -> ``"1:02:03"`` (as search prints times)."""
+    """``750.5`` -> ``"12:30.5"``, ``3723`` -> ``"1:02:03"`` (as search prints times); absurd values as seconds."""
+    if not (math.isfinite(seconds) and 0 <= seconds < 1e7):
+        return f"{seconds:g} s"
     whole = int(seconds)
     frac = f"{seconds - whole:.1f}"[1:] if seconds - whole >= 0.05 else ""
     h, rem = divmod(whole, 3600)
@@ -337,7 +340,8 @@ def _window_containing(searcher, vid: int, start: float) -> tuple[float, float]:
     rows_of = getattr(searcher, "rows_of", None)
     rows = rows_of(vid) if callable(rows_of) else []
     spans = sorted({(float(r["start"]), float(r["end"])) for r in rows
-                    if r.get("start") is not None and r.get("end") is not None})
+                    if r.get("start") is not None and r.get("end") is not None
+                    and math.isfinite(float(r["start"])) and math.isfinite(float(r["end"]))})
     if not spans:
         raise QueryError(f"video {vid} has no stored window starting at {start:g} s: it is stored as one "
                          f"whole-file vector (it is not longer than the index's window); leave out the start")
