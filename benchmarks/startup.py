@@ -49,6 +49,8 @@ SRC = REPO / "src"
 DEMO_CKPT = SRC / "hybridtower" / "assets" / "demo-pig-tiny.safetensors"
 ENTRY = "import sys; from hybridtower.cli.main import main; sys.exit(main(sys.argv[1:]))"
 QUERY = "a red ball bounces"
+# packages the search path should not need (reported by --importtime: imported at all or not)
+HEAVY = ("open_clip", "torchvision", "timm", "torch._dynamo", "sympy", "huggingface_hub")
 
 
 def commands(index: str) -> list[tuple[str, list[str], int]]:
@@ -126,21 +128,24 @@ def timed_run(argv: list[str], env: dict, expect: int) -> tuple[float, float, st
     return wall, cpu, None
 
 
-def import_breakdown(argv: list[str], env: dict, top: int = 10) -> list[tuple[str, float]]:
+def import_breakdown(argv: list[str], env: dict, top: int = 10) -> tuple[list[tuple[str, float]], list[str]]:
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", ENTRY, *argv], env=env,
                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
     per_pkg: collections.Counter = collections.Counter()
+    heavy: list[str] = []  # which of HEAVY the run imported at all
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
             continue
         self_us, _cum, name = (part.strip() for part in line.split(":", 1)[1].split("|"))
         name = name.strip()
+        heavy += [h for h in HEAVY if name == h and h not in heavy]
         pkg = name.split(".")[0]
         if pkg == "torch" and name.startswith(("torch._dynamo", "torch.fx", "torch._functorch", "torch._inductor")):
             pkg = "torch (dynamo/fx/functorch)"
         per_pkg[pkg] += int(self_us)
     total = sum(per_pkg.values())
-    return [("all imports", total / 1e6)] + [(k, v / 1e6) for k, v in per_pkg.most_common(top)]
+    return [("all imports", total / 1e6)] + [(k, v / 1e6) for k, v in per_pkg.most_common(top)], heavy
+
 
 
 def summary(times: list[float]) -> dict:
@@ -220,11 +225,13 @@ def main() -> int:
         print_table(what, table, sides)
     for (label, s), err in failures.items():
         print(f"FAILED {label} [{s}]: {err}")
-    for name, rows in breakdown.items():
+    for name, (rows, heavy) in breakdown.items():
         print(f"\nimports of one search run [{name}] (self time summed per package, -X importtime):")
         for pkg, sec in rows:
             print(f"  {sec:6.2f} s  {pkg}")
+        print(f"  imported at all: {', '.join(heavy) or 'none'} (of {', '.join(HEAVY)})")
         result.setdefault("import_breakdown", {})[name] = rows
+        result.setdefault("heavy_imported", {})[name] = heavy
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 1 if failures else 0
