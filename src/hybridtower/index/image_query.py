@@ -139,26 +139,22 @@ def decode_image(data, min_side: int = 224) -> DecodedImage:
         if w * h > MAX_IMAGE_PIXELS:
             raise QueryError(f"the image is {w}x{h} ({w * h / 1e6:.0f} MP); the limit is "
                              f"{MAX_IMAGE_PIXELS // 1_000_000} MP")
-        big = w * h > BIG_DECODE_PIXELS
-        try:
-            if big:  # bounded memory however many requests arrive at once (see BIG_DECODE_SLOTS)
-                _BIG_DECODES.acquire()
-            factor = _reduce_factor(w, h, min_side)
-            if factor > 1 and fmt == "JPEG":
-                im.draft("RGB", (w // factor, h // factor))  # JPEG: decode at 1/2, 1/4, 1/8 scale directly
-            frame = ImageOps.exif_transpose(im) or im
-            factor = _reduce_factor(*frame.size, min_side)
-            if factor > 1:
-                frame = frame.reduce(factor)
-            rgb = _to_rgb8(frame)
-        except Image.DecompressionBombError:
-            raise QueryError(f"the image is too large to decode (over {MAX_IMAGE_PIXELS // 1_000_000} MP)") from None
-        except Exception as exc:  # truncated or corrupt data, bad EXIF, an unsupported mode or compression
-            raise QueryError(f"the image cannot be decoded: {type(exc).__name__}: "
-                             f"{printable(str(exc))[:200]}") from None
-        finally:
-            if big:
-                _BIG_DECODES.release()
+        # images over BIG_DECODE_PIXELS: at most BIG_DECODE_SLOTS decoded at once (bounded memory)
+        with _BIG_DECODES if w * h > BIG_DECODE_PIXELS else contextlib.nullcontext():
+            try:
+                factor = _reduce_factor(w, h, min_side)
+                if factor > 1 and fmt == "JPEG":
+                    im.draft("RGB", (w // factor, h // factor))  # JPEG: decode at 1/2, 1/4, 1/8 scale directly
+                frame = ImageOps.exif_transpose(im) or im
+                factor = _reduce_factor(*frame.size, min_side)
+                if factor > 1:
+                    frame = frame.reduce(factor)
+                rgb = _to_rgb8(frame)
+            except Image.DecompressionBombError:
+                raise QueryError(f"the image is too large to decode (over {MAX_IMAGE_PIXELS // 1_000_000} MP)") from None
+            except Exception as exc:  # truncated or corrupt data, bad EXIF, an unsupported mode or compression
+                raise QueryError(f"the image cannot be decoded: {type(exc).__name__}: "
+                                 f"{printable(str(exc))[:200]}") from None
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise QueryError("the image cannot be decoded to RGB pixels")
     return DecodedImage(np.ascontiguousarray(rgb), int(w), int(h), str(fmt))
