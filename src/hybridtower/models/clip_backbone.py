@@ -62,8 +62,7 @@ def _odd_keys(cfg: dict, implemented: dict, neutral: dict, where: str) -> list[s
             continue
         if key not in neutral:
             out.append(f"{where}{key}")
-        elif neutral[key] is not None and not any(value == v and type(value) is type(v) or
-                                                  (value is None and v is None) for v in neutral[key]):
+        elif neutral[key] is not None and not any(value == v and type(value) is type(v) for v in neutral[key]):
             out.append(f"{where}{key}={value!r}")
     return out
 
