@@ -213,3 +213,57 @@ def test_finish_runs_after_the_encode_and_fails_alone():
         assert [c[0] for c in enc.calls] == [["a", "b"]]
     finally:
         b.close()
+
+
+def test_a_lone_text_does_not_wait_for_the_window():
+    """alone=True (nothing else in flight): sent at once on a frozen clock; texts that arrive while it is
+    pending still join it; a text with company waits for the window as before."""
+    now = [0.0]
+    clock = lambda: now[0]  # noqa: E731
+    enc = FakeEncoder(clock)
+    b = QueryBatcher(window_ms=10_000, max_batch=8, clock=clock)
+    try:
+        assert b.submit(enc, "lone", alone=True).result(timeout=10) is not None  # the clock never moved
+        assert enc.calls == [(["lone"], 0.0)]
+        w = BatchWindow(window_s=10.0, max_batch=8)
+        w.add(_Item(None, "first", arrived=5.0, alone=True))
+        w.add(_Item(None, "joined", arrived=5.0))
+        assert w.due(5.0) and [i.text for i in w.take()] == ["first", "joined"]
+        w.add(_Item(None, "company", arrived=6.0))
+        assert not w.due(6.0) and w.wait_s(6.0) == pytest.approx(10.0)
+    finally:
+        b.close()
+
+
+def test_http_single_request_is_not_held_for_the_window(tmp_path):
+    """One request at a time never waits for the batching window (here a minute: it would time out)."""
+    httpx = pytest.importorskip("httpx")
+    from hybridtower.service import create_app
+    from hybridtower.service.server import BackgroundServer
+
+    class Searcher:
+        manifest = {"kind": "vector", "roots": []}
+
+        def __init__(self):
+            self.enc = FakeEncoder()
+
+        def __len__(self):
+            return 3
+
+        def entry(self, id):
+            return None
+
+        def encode_queries(self, texts):
+            return self.enc.encode_queries(texts)
+
+        def search(self, query, k=10, *, query_vector=None):
+            from hybridtower.index.searcher import SearchResult
+
+            return SearchResult(query, [], 0.1, False, 3)
+
+    searcher = Searcher()
+    app = create_app(searcher, thumbnail_dir=tmp_path / "t", batch_window_ms=60_000, query_cache=0)
+    with BackgroundServer(app) as srv, httpx.Client(base_url=srv.url, timeout=20) as c:
+        for q in ("one", "two", "three"):
+            assert c.get("/search", params={"q": q}).status_code == 200
+    assert [texts for texts, _ in searcher.enc.calls] == [["one"], ["two"], ["three"]]

@@ -203,6 +203,7 @@ def create_app(
     preview_waiting = [0]
     examples_cache: dict = {}
     search_lock = FifoLock() if serialize else None  # unbatched: one search at a time, first come first served
+    batched_in_flight = [0]  # searches now waiting for the batcher (the event loop's count: no lock needed)
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8").replace("{{TITLE}}", _html_escape(title))
     index_dir = getattr(searcher, "index_dir", None)
     if reopen is None and index_dir is not None and callable(getattr(type(searcher), "open", None)):
@@ -356,7 +357,13 @@ def create_app(
                         cache.put(key, v)
                     return s.search(text, k=k, query_vector=v)
 
-                return await batcher.aencode(s, encoded_text, finish)
+                # with no other search in flight nobody can share this encode soon: no window (one user
+                # does not pay the batching window on every query)
+                batched_in_flight[0] += 1
+                try:
+                    return await batcher.aencode(s, encoded_text, finish, alone=batched_in_flight[0] == 1)
+                finally:
+                    batched_in_flight[0] -= 1
             return await run_in_threadpool(s.search, text, k=k, query_vector=vector)
         if search_lock is None:
             return await run_in_threadpool(search_alone, s, text, k, key)

@@ -8,6 +8,8 @@ worker thread, so encodes never overlap):
 - a batch is sent when it holds ``max_batch`` texts, or when ``window_s`` has passed since its FIRST
   text arrived, whichever is first: no text waits longer than ``window_s`` to be sent (it may then wait
   for the encode in progress before its own, as it would for a lock);
+- a text submitted ``alone`` (the caller knows nothing else is in flight: one user, an idle server) has
+  a window of 0: waiting could only add latency. Texts arriving meanwhile still join it;
 - a batch mixes texts for different searchers (an index reload in between) only by encoding each
   searcher's texts with that searcher's model;
 - an encode error fails exactly the requests of that call.
@@ -50,6 +52,7 @@ class _Item:
     arrived: float
     future: Future = field(default_factory=Future)
     finish: Callable[[np.ndarray], Any] | None = None
+    alone: bool = False  # nothing else in flight: no window
 
 
 class BatchWindow:
@@ -71,7 +74,10 @@ class BatchWindow:
         self.pending.append(item)
 
     def deadline(self) -> float | None:
-        return self.pending[0].arrived + self.window_s if self.pending else None
+        if not self.pending:
+            return None
+        first = self.pending[0]
+        return first.arrived + (0.0 if first.alone else self.window_s)
 
     def due(self, now: float) -> bool:
         return bool(self.pending) and (len(self.pending) >= self.max_batch or now >= self.deadline())
@@ -108,11 +114,13 @@ class QueryBatcher:
     def max_batch(self) -> int:
         return self._window.max_batch
 
-    def submit(self, searcher, text: str, finish: Callable[[np.ndarray], Any] | None = None) -> Future:
+    def submit(self, searcher, text: str, finish: Callable[[np.ndarray], Any] | None = None, *,
+               alone: bool = False) -> Future:
         """Queue ``text`` for ``searcher``; the future resolves to its vector [D] (float32), or, with
         ``finish``, to ``finish(vector)`` run in the worker right after the encode (the service ranks
-        there: one thread hand-off less per request; an error in it fails only that request)."""
-        item = _Item(searcher, text, self._clock(), finish=finish)
+        there: one thread hand-off less per request; an error in it fails only that request).
+        ``alone``: the caller has nothing else in flight; the text does not wait for the window."""
+        item = _Item(searcher, text, self._clock(), finish=finish, alone=alone)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the query batcher is closed")
@@ -126,8 +134,9 @@ class QueryBatcher:
     def encode(self, searcher, text: str, timeout: float | None = None) -> np.ndarray:
         return self.submit(searcher, text).result(timeout)
 
-    async def aencode(self, searcher, text: str, finish: Callable[[np.ndarray], Any] | None = None):
-        return await asyncio.wrap_future(self.submit(searcher, text, finish))
+    async def aencode(self, searcher, text: str, finish: Callable[[np.ndarray], Any] | None = None, *,
+                      alone: bool = False):
+        return await asyncio.wrap_future(self.submit(searcher, text, finish, alone=alone))
 
     def poke(self) -> None:
         """Wake the worker to re-read the clock (tests with a controlled clock)."""
