@@ -128,3 +128,21 @@ def test_mismatched_or_foreign_checkpoints_are_refused(tmp_path):
         hub.load_model(tmp_path / "garbage.safetensors")
     with pytest.raises(CheckpointError, match="not found"):
         hub.load_model(tmp_path / "nope.safetensors")
+
+
+def test_loaded_model_keeps_the_recorded_preprocessing(tmp_path):
+    """A checkpoint's recorded frame preprocessing (e.g. weights normalised with mean = std = 0.5, as
+    ViT-L-14 laion2b_s32b_b82k) survives the reload instead of falling back to OpenAI's constants; a
+    recording for another image size is ignored."""
+    from safetensors.torch import load_file, save_file
+
+    m = hub.create_model("meanp-tiny")
+    default = dict(m._preprocess)
+    m._preprocess = dict(default, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
+    path = hub.save_model(m, tmp_path / "m.safetensors")
+    back = hub.load_model(path)
+    assert back.preprocess_config()["mean"] == [0.5, 0.5, 0.5] and back.preprocess_config()["std"] == [0.5] * 3
+    meta = hub.read_checkpoint_metadata(path)
+    meta[hub.PREPROCESS_KEY] = json.dumps(dict(default, image_size=999, mean=[0.1, 0.1, 0.1]))
+    save_file(load_file(str(path)), str(tmp_path / "other.safetensors"), metadata=meta)
+    assert hub.load_model(tmp_path / "other.safetensors").preprocess_config()["mean"] == default["mean"]

@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_KEY = "hybridtower.config"
 VERSION_KEY = "hybridtower.version"
+PREPROCESS_KEY = "hybridtower.preprocess"
 MODEL_FILE = "model.safetensors"
 _PACKAGE_CONFIGS = Path(__file__).parent / "model_configs"
 _registered = False
@@ -692,7 +693,7 @@ def save_model(model: RetrievalModel, path: str | Path, metadata: dict | None = 
     meta = {
         CONFIG_KEY: json.dumps(to_dict(model.cfg)),
         VERSION_KEY: __version__,
-        "hybridtower.preprocess": json.dumps(model._preprocess),
+        PREPROCESS_KEY: json.dumps(model._preprocess),
     }
     for k, v in (metadata or {}).items():
         meta[str(k)] = v if isinstance(v, str) else json.dumps(v)
@@ -758,16 +759,38 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Retrieva
     bad = [k for k, v in state.items() if own[k].shape != v.shape]
     if bad:
         raise CheckpointError(f"{path}: shape mismatch for {bad[:5]} (checkpoint made for another config?)")
+    recorded = _recorded_preprocess(meta)
     if empty and not _shares_tensors(model):
         model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True, assign=True)
         left = _rebuild_causal_masks(model, _meta_tensors(model))
         if not left:
-            return model.to(device).eval()
+            return _with_preprocess(model, recorded).to(device).eval()
         log.debug("%s: tensors %s are not in the checkpoint; building the model normally", path, left[:5])
     if empty:
         model = create_model(cfg, pretrained=None)
     model.load_state_dict(state, strict=True)
-    return model.to(device).eval()
+    return _with_preprocess(model, recorded).to(device).eval()
+
+
+def _recorded_preprocess(meta: dict) -> dict | None:
+    """The frame preprocessing ``save_model`` recorded (what the weights were trained with), if readable."""
+    try:
+        pre = json.loads(meta.get(PREPROCESS_KEY) or "null")
+    except ValueError:
+        return None
+    ok = (isinstance(pre, dict) and isinstance(pre.get("image_size"), int)
+          and all(isinstance(pre.get(k), list) and len(pre[k]) == 3 for k in ("mean", "std")))
+    return pre if ok else None
+
+
+def _with_preprocess(model: RetrievalModel, recorded: dict | None) -> RetrievalModel:
+    """``model`` with the checkpoint's recorded preprocessing: a model fine-tuned from weights normalised
+    otherwise than OpenAI's (e.g. ViT-L-14 laion2b_s32b_b82k: mean = std = 0.5) keeps that normalisation,
+    where rebuilding from the architecture alone would give OpenAI's. Ignored if it is for another size."""
+    if recorded and recorded["image_size"] == model._preprocess.get("image_size") \
+            and set(recorded) == set(model._preprocess):
+        model._preprocess = dict(recorded)
+    return model
 
 
 def _diff_keys(own: dict, state: dict) -> tuple[list[str], list[str]]:
