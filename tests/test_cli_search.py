@@ -77,7 +77,8 @@ def test_like_by_id_and_by_relative_path(index, capsys):
     (["--image", "x.png", "--like", "0"], "exactly one of"),
     ([], "exactly one of"),
     (["a ball", "--start", "10"], "--start goes with --like"),
-    (["--like", "0", "--start", "ten"], "expected seconds"),
+    (["--like", "0", "--start", "ten"], "--start: expected SECONDS, MM:SS or HH:MM:SS"),
+    (["--like", "0", "--start", "12:99"], "got '12:99': minutes and seconds after a ':' go up to 59"),
 ])
 def test_argument_errors(index, capsys, argv, message):
     with pytest.raises(SystemExit) as exc:
@@ -137,15 +138,20 @@ def test_window_times_and_moments_are_printed(index, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("text, seconds", [("750", 750.0), ("12:30", 750.0), ("1:02:03", 3723.0), ("0.5", 0.5),
-                                           ("01:00", 60.0)])
+                                           ("01:00", 60.0), ("90:00", 5400.0), ("12:30.5", 750.5), ("0:59.9", 59.9),
+                                           (".5", 0.5), (" 1:00:00 ", 3600.0)])
 def test_parse_time(text, seconds):
     assert parse_time(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "-5", "a:b", "1:-30", "1::2", "nan", "inf", "1:2:3:4"])
+@pytest.mark.parametrize("text", ["", "-5", "a:b", "1:-30", "1::2", "nan", "inf", "1:2:3:4",
+                                  # what float() takes but nobody types as a time; fields past 59 after a ':'
+                                  "1_000", "1e3", "0x10", "\u0663", "1 :30", "1.5:00", "12:99", "1:75:00", "0:60",
+                                  "9" * 400, "9" * 400 + ":00"])
 def test_parse_time_rejects(text):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^expected SECONDS, MM:SS or HH:MM:SS \(e\.g\. 750") as exc:
         parse_time(text)
+    assert "\n" not in str(exc.value) and len(str(exc.value)) < 200  # one line, a long input cut
 
 
 def test_format_time():

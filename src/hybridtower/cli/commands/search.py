@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 
 # the one-line help is also in cli/main.py's COMMANDS table (tests/test_cli_startup.py compares them)
@@ -51,7 +53,7 @@ def register(sub) -> None:
     p.add_argument("--like", metavar="VIDEO", default=None,
                    help="more like this indexed video: its id or its path relative to the indexed folder")
     p.add_argument("--start", metavar="TIME", default=None,
-                   help="with --like: the window starting at TIME (seconds, or m:ss / h:mm:ss)")
+                   help="with --like: the window starting at TIME (SECONDS, MM:SS or HH:MM:SS)")
     p.add_argument("-k", type=int, default=10, help="number of results (1-1000, default 10)")
     p.add_argument("--checkpoint", metavar="CKPT", help="the index's checkpoint, if it moved")
     p.add_argument("--device", default="cpu")
@@ -62,20 +64,39 @@ def register(sub) -> None:
     p.set_defaults(func=run, _parser=p)
 
 
+TIME_FORMS = "SECONDS, MM:SS or HH:MM:SS (e.g. 750, 750.5, 12:30, 1:02:03)"
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")  # ASCII digits only: no 1_000, 1e3, inf, nan, '٣'
+_WHOLE = re.compile(r"[0-9]+")
+
+
 def parse_time(text: str) -> float:
-    """Seconds from ``"750"``, ``"750.5"``, ``"12:30"`` or ``"1:02:03"``; ValueError otherwise."""
-    parts = str(text).strip().split(":")
-    if not 1 <= len(parts) <= 3 or any(p.strip() == "" or p.strip().startswith(("-", "+")) for p in parts):
-        raise ValueError(text)
-    *hm, s = parts
-    seconds = float(s)
-    for i, p in enumerate(reversed(hm)):
-        if not p.isdigit():
-            raise ValueError(text)
-        seconds += int(p) * 60 ** (i + 1)
-    if not seconds >= 0 or seconds == float("inf"):
-        raise ValueError(text)
-    return seconds
+    """Seconds from ``"750"``, ``"750.5"``, ``"12:30"`` or ``"1:02:03"``; ValueError (one line that names the
+    accepted forms) otherwise.
+
+    After a ``:`` the minutes and seconds go up to 59 (``12:99`` and ``1:75:00`` are refused, not read as
+    13:39 and 2:15:00); the first field is unbounded (``90:00`` is 90 minutes). Only ASCII digits and one
+    decimal point in the seconds: what ``float()`` also takes (``1_000``, ``1e3``, ``inf``, other scripts'
+    digits, inner spaces) is refused."""
+    raw = str(text)
+    parts = raw.strip().split(":")
+    problem = ""
+    if len(parts) > 3:
+        problem = ": at most two ':'"
+    elif _SECONDS.fullmatch(parts[-1]) and all(_WHOLE.fullmatch(p) for p in parts[:-1]):
+        fields = [float(p) for p in parts]  # a whole field too long for a float is inf, refused below
+        if any(v >= 60 for v in fields[1:]):  # minutes / seconds after a larger field
+            problem = ": minutes and seconds after a ':' go up to 59"
+        else:
+            seconds = 0.0
+            for v in fields:
+                seconds = seconds * 60 + v
+            if math.isfinite(seconds):
+                return seconds
+            problem = ": too large"
+    from ...core.display import printable
+
+    shown = printable(raw if len(raw) <= 40 else raw[:40] + "...")
+    raise ValueError(f"expected {TIME_FORMS}, got {shown!r}{problem}")
 
 
 def format_time(seconds: float) -> str:
@@ -114,8 +135,8 @@ def run(args) -> int:
             args._parser.error("--start goes with --like")
         try:
             start = parse_time(args.start)
-        except ValueError:
-            args._parser.error(f"--start: expected seconds, m:ss or h:mm:ss, got {printable(args.start)!r}")
+        except ValueError as exc:
+            args._parser.error(f"--start: {exc}")
 
     from ...index import Searcher
     from ...index import image_query
