@@ -73,13 +73,15 @@ def register(sub) -> None:
     p.add_argument("--no-batching", action="store_true",
                    help="encode each query on its own instead of batching concurrent ones")
     p.add_argument("--batch-window-ms", type=float, default=2.0,
-                   help="longest time a query waits for others to share its encode (default 2 ms; 0 = encode at once what has queued)")
+                   help="longest time a query waits for others to share its encode (default 2 ms; 0 = encode at once "
+                        "what has queued; a query with no other search in flight never waits)")
     p.add_argument("--max-batch", type=int, default=32, help="most queries per batched encode (default 32)")
     p.add_argument("--query-cache", type=int, default=4096, metavar="N",
                    help="keep the vectors of the last N distinct queries (default 4096; 0 = off)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch threads for query encoding (default: torch's own). On a machine shared with other "
-                        "work, 1 avoids threads spin-waiting for a descheduled partner")
+                        "work, 1 avoids threads spin-waiting for a descheduled partner (measured: 1 is faster with "
+                        "--no-batching; docs/service.md)")
     p.add_argument("--reload-interval", type=float, default=2.0, metavar="SECONDS",
                    help="check the index for a new generation at most this often (default 2; negative = never)")
     p.set_defaults(func=run)
