@@ -131,3 +131,81 @@ def test_preprocess_from_dict_carries_the_padding_fill():
     base = {"image_size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "resize_mode": "longest"}
     assert preprocess_from_dict(base).fill == 0
     assert preprocess_from_dict(dict(base, fill=128)).fill == 128
+
+
+# --- resize_mode="shortest" of frames of extreme aspect: only the centre that the crop keeps is resized ----
+
+def _full_shortest(frames: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
+    """The plain "shortest" path (short side to S over the whole frame, then the centre S x S), written out
+    here as the reference: at an extreme aspect it makes the huge float copy the library avoids."""
+    s, (h, w) = cfg.image_size, frames.shape[1:3]
+    scale = s / min(h, w)
+    size = (max(s, round(h * scale)), max(s, round(w * scale)))
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+    kw = {} if cfg.interpolation == "nearest" else {"align_corners": False, "antialias": True}
+    if (h, w) != size:
+        x = torch.nn.functional.interpolate(x, size=size, mode=cfg.interpolation, **kw)
+    top, left = (size[0] - s) // 2, (size[1] - s) // 2
+    x = x[..., top:top + s, left:left + s].clamp(0.0, 1.0)
+    return (x - torch.tensor(cfg.mean).view(1, 3, 1, 1)) / torch.tensor(cfg.std).view(1, 3, 1, 1)
+
+
+def _long_smooth(h: int, w: int, seed: int) -> np.ndarray:
+    """Smooth content that varies along the long side on the scale of the short side (what the crop sees)."""
+    rng = np.random.default_rng(seed)
+    short = min(h, w)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64) / short
+    img = np.stack([0.5 + 0.4 * np.sin(rng.uniform(1, 3) * (xx + yy) + rng.uniform(0, 6)) for _ in range(3)], -1)
+    return np.clip(img * 255.0, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("hw", [(48, 80), (80, 48), (10, 80), (80, 10), (9, 70), (33, 33), (5, 40), (400, 50)])
+@pytest.mark.parametrize("interp", ["bicubic", "bilinear", "nearest"])
+def test_shortest_up_to_max_aspect_is_bit_identical_to_the_full_resize(hw, interp):
+    from hybridtower.data.video.transforms import MAX_ASPECT
+
+    assert max(hw) <= MAX_ASPECT * min(hw)
+    frames = np.random.default_rng(hw[0] * 1000 + hw[1]).integers(0, 256, size=(3, *hw, 3), dtype=np.uint8)
+    for s in (16, 24):  # up- and downscaling
+        cfg = PreprocessConfig(image_size=s, resize_mode="shortest", interpolation=interp)
+        assert torch.equal(preprocess_frames(frames, cfg), _full_shortest(frames, cfg))
+
+
+@pytest.mark.parametrize("hw, s", [((30, 400), 16), ((400, 30), 16), ((8, 201), 16), ((3, 300), 32),
+                                   ((100, 2000), 24), ((7, 999), 13), ((2, 3000), 20), ((1500, 4), 12)])
+@pytest.mark.parametrize("interp", ["bicubic", "bilinear", "nearest"])
+def test_shortest_beyond_max_aspect_keeps_the_centre(hw, s, interp):
+    """Same output as the full resize up to where the crop lands (at most half an output pixel off; with
+    "nearest" that can pick the neighbouring input pixel): measured max <= 0.04 (nearest 0.15), mean <= 0.02
+    on the 0..1 scale, half of the shapes exact."""
+    frames = _long_smooth(*hw, seed=hw[0] + hw[1])[None]
+    cfg = PreprocessConfig(image_size=s, resize_mode="shortest", interpolation=interp, mean=(0, 0, 0), std=(1, 1, 1))
+    ours, ref = preprocess_frames(frames, cfg), _full_shortest(frames, cfg)
+    assert ours.shape == ref.shape == (1, 3, s, s)
+    diff = (ours - ref).abs()
+    bound = 0.2 if interp == "nearest" else 0.06
+    assert float(diff.max()) < bound and float(diff.mean()) < 0.03, (float(diff.max()), float(diff.mean()))
+
+
+def test_shortest_of_a_60000_x_2_frame_resizes_only_its_centre(monkeypatch):
+    """A 60000 x 2 stream at S = 224 was resized to 224 x 6.7M floats per frame (74 GB a 4-frame chunk)."""
+    import torch.nn.functional as F
+
+    s, chunk, aspect = 224, 4, 8  # what the resize may see: the frame's centre, 8 x its short side
+    seen = []
+    interpolate = F.interpolate
+
+    def bounded(x, size, **kw):  # checked before the call: a regression fails here, it does not allocate
+        seen.append((x.numel(), x.shape[0] * x.shape[1] * size[0] * size[1]))
+        assert seen[-1][0] <= chunk * 3 * 2 * 2 * aspect and seen[-1][1] <= chunk * 3 * s * s * aspect, seen
+        return interpolate(x, size=size, **kw)
+
+    monkeypatch.setattr(F, "interpolate", bounded)
+    frames = np.zeros((4, 2, 60000, 3), np.uint8)
+    frames[:, :, 29990:30010] = 200  # only the centre (what the crop keeps) is bright
+    cfg = PreprocessConfig(image_size=s, resize_mode="shortest", mean=(0, 0, 0), std=(1, 1, 1))
+    out = preprocess_frames(frames, cfg, chunk=chunk)
+    assert out.shape == (4, 3, s, s) and seen
+    torch.testing.assert_close(out, torch.full_like(out, 200 / 255), rtol=0, atol=1e-5)
+    tall = preprocess_frames(frames.transpose(0, 2, 1, 3), cfg, chunk=chunk)  # 60000 x 2 the other way round
+    torch.testing.assert_close(tall, out, rtol=0, atol=1e-5)

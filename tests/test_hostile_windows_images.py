@@ -729,11 +729,6 @@ print("ok", tuple(out.shape))
 """
 
 
-@pytest.mark.xfail(strict=True, reason="data/video/transforms.py preprocess_frames, resize_mode 'shortest' (what "
-                   "open_clip models use): a 60000 x 2 frame is resized to 64 x 1920000 before the centre crop, "
-                   "5.9 GB of floats per 4-frame chunk (74 GB at S = 224): indexing such a video fails or wakes "
-                   "the OOM killer. Fix: before the resize, cut each frame to its centre part of at most 8x its "
-                   "short side (what the crop keeps), as index/image_query._crop_extreme_aspect does for images")
 def test_index_frames_of_extreme_aspect_do_not_allocate_gigabytes():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run([sys.executable, "-c", _WIDE_FRAMES], capture_output=True, text=True, timeout=120, env=env)

@@ -7,6 +7,11 @@ augmentation). That is the default here. ``resize_mode="shortest"`` gives CLIP4C
 side, keep the aspect, pad to a square (centred) with ``fill``" (its ``ResizeKeepRatio(longest=1)`` +
 ``CenterCropOrPad``: nothing of the frame is cut off). An open_clip model's ``visual.preprocess_cfg`` dict
 can be turned into a config with :meth:`PreprocessConfig.from_open_clip`.
+
+A "shortest" resize of a frame far longer than wide (a 60000 x 2 stream) would make a float copy of
+``S x 30000 S`` only to keep its centre ``S x S``: such a frame (long side over :data:`MAX_ASPECT` times
+the short one) is first cut to the centre part the crop keeps, with :data:`MAX_ASPECT` x its short side
+of margin, and the crop is placed where the full-size resize would have put it (:func:`shortest_plan`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 RESIZE_MODES = ("squash", "shortest", "longest")
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+#: "shortest" resizing of a frame whose long side is more than this many times its short side first cuts
+#: it to its centre part of this many times the short side (the resized copy stays at most S x MAX_ASPECT S)
+MAX_ASPECT = 8
 
 
 @dataclass
@@ -69,6 +77,38 @@ class PreprocessConfig:
         )
 
 
+def shortest_plan(h: int, w: int, s: int) -> tuple[slice, slice, tuple[int, int], tuple[int, int]]:
+    """How a "shortest" resize (short side to ``s``, centre ``s x s`` crop) of an ``h x w`` frame is done:
+    ``(rows, cols, out_hw, (top, left))``: the input part ``frame[rows, cols]`` is resized to ``out_hw`` and
+    ``[top:top+s, left:left+s]`` of that is the result.
+
+    Up to :data:`MAX_ASPECT`: the whole frame, the size and crop of open_clip / CLIP4Clip (unchanged
+    output). Longer: the centre ``MAX_ASPECT x short`` part, resized at the same scale, and the crop offset
+    that puts the output where the full-size resize put it (to half an output pixel; only a
+    cut edge's antialiasing differs, ``(MAX_ASPECT - 1) / 2`` crop widths away from what is kept), so the float
+    copy is at most ``s x MAX_ASPECT s`` whatever the frame's shape.
+    """
+    h, w, s = int(h), int(w), int(s)
+    scale = s / min(h, w)
+    full = (max(s, round(h * scale)), max(s, round(w * scale)))
+    crop = ((full[0] - s) // 2, (full[1] - s) // 2)
+    whole = slice(None)
+    short, long = min(h, w), max(h, w)
+    if long <= MAX_ASPECT * short:
+        return whole, whole, full, crop
+    axis = 0 if h > w else 1  # the long axis
+    keep = MAX_ASPECT * short
+    off = (long - keep) // 2
+    size = max(s, round(keep * full[axis] / long))  # the kept part at the full resize's scale
+    # the full crop's first edge, in input pixels (align_corners=False: edges map to edges), in the part
+    edge = crop[axis] * long / full[axis] - off
+    start = min(max(0, round(edge * size / keep)), size - s)
+    part = slice(off, off + keep)
+    if axis == 0:
+        return part, whole, (size, full[1]), (start, crop[1])
+    return whole, part, (full[0], size), (crop[0], start)
+
+
 def preprocess_frames(frames: np.ndarray, cfg: PreprocessConfig | None = None, chunk: int = 4):
     """uint8 ``[T, H, W, 3]`` RGB -> float32 ``torch.Tensor [T, 3, S, S]`` (resized, normalised).
 
@@ -89,8 +129,8 @@ def preprocess_frames(frames: np.ndarray, cfg: PreprocessConfig | None = None, c
     if cfg.resize_mode == "squash":
         out_hw = (s, s)
     elif cfg.resize_mode == "shortest":
-        scale = s / min(h, w)
-        out_hw = (max(s, round(h * scale)), max(s, round(w * scale)))
+        rows, cols, out_hw, (top, left) = shortest_plan(h, w, s)
+        frames = frames[:, rows, cols]  # a view: only the kept part is converted to float below
     else:  # "longest": the long side becomes s, the other keeps the aspect (at least one pixel)
         ratio = max(h / s, w / s)
         out_hw = (min(s, max(1, round(h / ratio))), min(s, max(1, round(w / ratio))))
@@ -105,11 +145,9 @@ def preprocess_frames(frames: np.ndarray, cfg: PreprocessConfig | None = None, c
     for start in range(0, t, step):
         part = np.ascontiguousarray(frames[start : start + step])
         x = torch.from_numpy(part).permute(0, 3, 1, 2).float().div_(255.0)
-        if (h, w) != out_hw:
+        if tuple(x.shape[-2:]) != out_hw:
             x = F.interpolate(x, size=out_hw, mode=cfg.interpolation, **kw)
         if cfg.resize_mode == "shortest":
-            top = (x.shape[-2] - s) // 2
-            left = (x.shape[-1] - s) // 2
             x = x[..., top : top + s, left : left + s]
         x = x.clamp_(0.0, 1.0)  # bicubic overshoot; PIL clamps to uint8 range too
         if cfg.resize_mode == "longest" and x.shape[-2:] != (s, s):
