@@ -821,11 +821,6 @@ def test_a_malformed_weak_match_gives_no_cue_and_search_still_works(windowed, tm
     assert (tmp_path / "v.jsonl").read_text().count("\n") == s.num_rows
 
 
-@pytest.mark.xfail(strict=True, reason="index/builder.py build_index: an up-to-date re-run calibrates only when "
-                   "'weak_match' is absent from the manifest (`if \"weak_match\" not in existing`), so a malformed "
-                   "value (a string, a threshold that is not a number) is kept forever and the index never gets "
-                   "its cue back. Fix: recalibrate when calibration.weak_threshold(existing) is None unless the "
-                   "stored dict records a 'reason' (an index that could not be measured, e.g. empty)")
 def test_an_index_rerun_repairs_a_malformed_weak_match(windowed, tmp_path):
     import shutil
 
@@ -833,7 +828,35 @@ def test_an_index_rerun_repairs_a_malformed_weak_match(windowed, tmp_path):
 
     idx = tmp_path / "idx"
     shutil.copytree(windowed.root / "idx", idx)
-    _edit_manifest(idx, weak_match="broken")
-    summary = within(120, build_index, [windowed.lib], idx, None, IndexOptions(**OPTS))
-    assert summary.up_to_date
-    assert isinstance(store.read_manifest(idx)["weak_match"], dict) and Searcher.open(idx).weak_threshold is not None
+    good = store.read_manifest(idx)["weak_match"]
+    for bad in ("broken", {"threshold": "0.3"}, {"threshold": float("nan")}, {"rule": "x"}):
+        _edit_manifest(idx, weak_match=bad)
+        summary = within(120, build_index, [windowed.lib], idx, None, IndexOptions(**OPTS))
+        assert summary.up_to_date
+        assert store.read_manifest(idx)["weak_match"] == good and Searcher.open(idx).weak_threshold is not None
+    from hybridtower.index.calibration import weak_threshold
+
+    assert Searcher.open(idx).weak_threshold == weak_threshold({"weak_match": good}) == good["threshold"]
+
+
+def test_an_index_rerun_keeps_a_recorded_reason_and_a_good_threshold(windowed, tmp_path, monkeypatch):
+    """Not measured again: an index whose calibration recorded why it could not be measured, or that has a
+    threshold (an up-to-date re-run costs no text encoding)."""
+    import shutil
+
+    from hybridtower.index import builder, store
+    from hybridtower.index.weak_match import needs_calibration
+
+    idx = tmp_path / "idx"
+    shutil.copytree(windowed.root / "idx", idx)
+    calls = []
+    monkeypatch.setattr(builder, "calibrate_weak_match", lambda *a: calls.append(a))
+    unmeasured = {"threshold": None, "reason": "only 3 caption(s) got a finite score (empty index?); need 8"}
+    for kept in (store.read_manifest(idx)["weak_match"], unmeasured):
+        _edit_manifest(idx, weak_match=kept)
+        assert within(120, build_index, [windowed.lib], idx, None, IndexOptions(**OPTS)).up_to_date
+        assert store.read_manifest(idx)["weak_match"] == kept and not calls
+    again = [{}, None, {"weak_match": []}, {"weak_match": {"threshold": True}},
+             {"weak_match": {"threshold": float("inf")}}, {"weak_match": {"threshold": None, "reason": ""}}]
+    kept = [{"weak_match": {"threshold": 0.2}}, {"weak_match": {"threshold": 0}}, {"weak_match": unmeasured}]
+    assert [needs_calibration(m) for m in again + kept] == [True] * len(again) + [False] * len(kept)

@@ -38,7 +38,7 @@ from .scan import FoundFile, collect_files, file_sha256, normalise_extensions
 from .session import Session, apply_metadata, request_ann
 from .shards import merge_shards, run_distributed, shard_name
 from .verify import verify_index
-from .weak_match import calibrate_weak_match, top1_function
+from .weak_match import calibrate_weak_match, needs_calibration, top1_function
 
 __all__ = ["EXIT_OK", "EXIT_SKIPPED", "EXIT_NO_VIDEOS", "IndexOptions", "IndexRunSummary", "build_index",
            "merge_shards", "shard_name", "calibrate_weak_match", "top1_function"]
@@ -279,7 +279,7 @@ def build_index(paths, out, checkpoint=None, options: IndexOptions | None = None
         if nothing_new:
             summary.up_to_date = True
             gen = writer.generation
-            if "weak_match" not in existing:  # an index built before the cue existed: calibrate it once
+            if needs_calibration(existing):  # built before the cue existed, or a malformed weak_match
                 calibrate_weak_match(writer, model)
         else:
             gen = session.commit(complete=True, build_ann=True, extra={"last_run": run_record(summary, t0)})

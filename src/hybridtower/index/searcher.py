@@ -34,7 +34,7 @@ import numpy as np
 
 from ..core.display import printable_path
 from ..core.errors import HybridTowerError
-from . import store
+from . import calibration, store
 from .identity import check_same_model, load_checkpoint
 
 MAX_K = 1000  # largest k a caller may ask for
@@ -162,7 +162,7 @@ class Searcher:
         self._vectors = None  # the [N, D] array when exact search holds it (FAISS holds its own copy)
         self.ann_kind, self._ann = self._open_ann(data.vectors, exact_kernel)  # one copy of the vectors
         self.context_length = int(model.cfg.text_context_length)
-        self.weak_threshold: float | None = weak_threshold_of(self.manifest)
+        self.weak_threshold: float | None = calibration.weak_threshold(self.manifest)  # None: no cue (or malformed)
 
     # ----- construction -----
     @classmethod
@@ -483,15 +483,6 @@ class Searcher:
 def _time(t) -> float | None:
     t = float(t)
     return None if t != t else t  # NaN: the whole file
-
-
-def weak_threshold_of(manifest: dict) -> float | None:
-    """``manifest["weak_match"]["threshold"]`` when the index was calibrated (a finite number), else None."""
-    wm = (manifest or {}).get("weak_match")
-    t = wm.get("threshold") if isinstance(wm, dict) else None
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not np.isfinite(t):
-        return None
-    return float(t)
 
 
 def check_k(k) -> int:

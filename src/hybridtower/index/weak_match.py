@@ -30,6 +30,19 @@ def top1_function(index_dir: Path, model, manifest: dict):
     return top1
 
 
+def needs_calibration(manifest: dict | None) -> bool:
+    """Whether an up-to-date index should be calibrated (again): it has no usable threshold
+    (``calibration.weak_threshold`` is None: built before the cue existed, or a malformed ``weak_match`` such
+    as a string or a threshold that is not a finite number) and no record that it could not be measured (a
+    ``weak_match`` dict with a ``reason``, e.g. too few captions scored: measuring again would say the same)."""
+    from .calibration import weak_threshold
+
+    if weak_threshold(manifest) is not None:
+        return False
+    info = manifest.get("weak_match") if isinstance(manifest, dict) else None
+    return not (isinstance(info, dict) and info.get("reason"))
+
+
 def calibrate_weak_match(writer: store.IndexWriter, model) -> dict | None:
     """Measure the weak-match threshold of the index just committed (``index.calibration``) and record it
     in the manifest as ``weak_match`` (the same generation: only the manifest is rewritten, its digest
