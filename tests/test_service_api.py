@@ -376,6 +376,11 @@ def test_similar_one_behaviour_through_image_query(collection, tmp_path, leaks):
         assert c.get("/similar/1").status_code == 200
         missing = c.get("/similar/8")
         assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+        # start= takes the CLI's time forms (one parser, core.timefmt) and refuses what float() alone would take
+        assert c.get("/similar/0?start=0:10").status_code == 200 and searcher.vector_calls[-1] == (0, 10.0)
+        for bad in ("1_0", "1e1", "0:99", "inf", "-3", "\u0663"):
+            r = c.get("/similar/0", params={"start": bad})
+            assert r.status_code == 400 and r.json()["error"] == "invalid_start", bad
 
 
 def test_unbatched_search_is_first_come_first_served(collection, tmp_path, leaks):

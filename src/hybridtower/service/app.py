@@ -46,6 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from ..core.display import printable
+from ..core.timefmt import parse_time
 from . import apidocs
 from .examples import example_queries
 from .batching import DEFAULT_CACHE_SIZE, DEFAULT_MAX_BATCH, DEFAULT_WINDOW_MS, FifoLock, QueryBatcher, VectorCache
@@ -408,11 +409,12 @@ def create_app(
         if raw is None or raw.strip() == "":
             return None
         try:
-            value = float(raw.strip())
+            value = parse_time(raw)
         except ValueError:
             value = float("nan")
-        if not math.isfinite(value) or value < 0 or value > 1e7:
-            raise _BadRequest("invalid_start", f"start must be a time in seconds >= 0, got '{printable(raw[:40])}'")
+        if not math.isfinite(value) or value > 1e7:
+            raise _BadRequest("invalid_start", f"start must be a time (seconds, MM:SS or HH:MM:SS), "
+                                               f"got '{printable(raw[:40])}'")
         return value
 
     def result_json(s, result, *, query: str, k: int, offset: int, notes: list[str], t0: float, cut: bool = False,
@@ -585,7 +587,7 @@ def create_app(
         start = 0.0
         if raw is not None and raw.strip() != "":
             try:
-                start = float(raw.strip())
+                start = parse_time(raw)
             except ValueError:
                 start = -1.0
             if not previews.valid_segment(start) or start > 1e7:
