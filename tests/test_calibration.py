@@ -94,6 +94,7 @@ def test_wrong_number_of_scores_is_an_error():
     ({"weak_match": {"threshold": True}}, None),
     ({"weak_match": {"threshold": float("nan")}}, None),
     ({"weak_match": {"threshold": float("inf")}}, None),
+    ({"weak_match": {"threshold": 10 ** 400}}, None),  # a JSON integer too large for a float
 ])
 def test_weak_threshold_reads_the_manifest(manifest, expected):
     assert cal.weak_threshold(manifest) == expected

@@ -223,7 +223,10 @@ def weak_threshold(manifest: dict | None) -> float | None:
     t = info.get("threshold")
     if isinstance(t, bool) or not isinstance(t, (int, float)):
         return None
-    t = float(t)
+    try:
+        t = float(t)
+    except OverflowError:  # a JSON integer of hundreds of digits
+        return None
     return t if math.isfinite(t) else None
 
 
