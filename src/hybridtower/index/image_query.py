@@ -37,9 +37,10 @@ Images come as bytes (an upload) or a path (:func:`read_image_file`: opened with
 oversized (> :data:`MAX_IMAGE_BYTES`) or absurd image (more than :data:`MAX_IMAGE_PIXELS` pixels: a
 decompression bomb) raises :class:`QueryError` with a message that names no absolute path. Only common
 photo formats are decoded (:data:`IMAGE_FORMATS`), never PIL's rarer plugins (EPS would run Ghostscript).
-16-bit and float greyscale images are scaled to 8 bits (not clipped), and an image more than
-:data:`MAX_ASPECT` times longer than wide is cut to its centre before a "shortest" resize (whose centre
-crop keeps only that part), so a 1 x 200000 strip cannot make a 100 GB float copy.
+16-bit and float greyscale images are scaled to 8 bits (not clipped). An image goes through the index's own
+frame transform (``data.video.transforms.preprocess_frames``), which cuts a frame more than
+``MAX_ASPECT`` times longer than wide to its centre before a "shortest" resize, so a 1 x 200000 strip
+cannot make a 100 GB float copy.
 """
 
 from __future__ import annotations
@@ -203,7 +204,6 @@ def encode_rgb(searcher, rgb: np.ndarray) -> np.ndarray:
 
     model = searcher.model
     cfg = preprocess_for(model)
-    rgb = _crop_extreme_aspect(rgb, cfg)
     x = preprocess_frames(rgb[None], cfg)  # [1, 3, S, S], the index's frame transform
     t = int(model.cfg.video.num_frames)
     frames = x.unsqueeze(0).expand(1, t, *x.shape[1:]).contiguous()
@@ -223,27 +223,6 @@ def encode_rgb(searcher, rgb: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(v)) or norm == 0.0:
         raise QueryError("the model produced no usable vector for this image (non-finite or zero)")
     return v / norm
-
-
-#: "shortest" resizing of an image longer than this many times its short side first crops it (see below)
-MAX_ASPECT = 8
-
-
-def _crop_extreme_aspect(rgb: np.ndarray, cfg) -> np.ndarray:
-    """A "shortest" resize (short side to S, then a centre S x S crop) of a 1 x 60000 image would make a
-    S x 60000*S float copy (tens of GB) only to keep its centre. An image whose long side is more than
-    :data:`MAX_ASPECT` times its short side is first cut to its centre part of MAX_ASPECT x the short side
-    (the crop keeps it; only the antialiasing at the cut edges can differ). Other images, and the
-    "squash" and "longest" modes, are untouched."""
-    if getattr(cfg, "resize_mode", None) != "shortest":
-        return rgb
-    h, w = rgb.shape[:2]
-    short, long = min(h, w), max(h, w)
-    if long <= MAX_ASPECT * short:
-        return rgb
-    keep = MAX_ASPECT * short
-    off = (long - keep) // 2
-    return rgb[off:off + keep] if h > w else rgb[:, off:off + keep]
 
 
 def encode_image(searcher, data: bytes) -> np.ndarray:
