@@ -17,8 +17,9 @@ whose load changes affects every figure alike):
 - ``index``   videos/s of ``build_index`` (what ``hybridtower index --overwrite --window 0`` runs: scan,
   decode in workers overlapped with encoding in the main process, commit with fsync, checksums) into a
   fresh folder, wall time of the whole call, for each decode-workers x encoder-threads split of
-  ``--splits`` (``auto`` = what ``hybridtower index`` does: W workers, the encoder on the cores they
-  leave, ``index.encoding.encoder_threads``; ``WxT`` = W workers and T encoder threads);
+  ``--splits`` (``auto`` = what ``hybridtower index`` does: W workers, the encoder's threads chosen by
+  measurement between the cores the workers leave and every core, ``index.encoding.ThreadTuner``;
+  ``WxT`` = W workers and T encoder threads, fixed);
 
 and the SHA-256 pass alone (``hash``), since it reads every byte of every file. It prints the medians
 of the rounds, the two bounds, ``min`` = min(decode, encode) (the issue's goal: index >= 0.85 x min)
@@ -154,8 +155,8 @@ def parse_splits(text: str, workers: int, cores: int) -> list[tuple[str, tuple[i
 
     out = []
     for part in [p.strip() for p in text.split(",") if p.strip()]:
-        if part == "auto":
-            auto = encoder_threads(workers, "cpu") or cores
+        if part == "auto":  # the index run's own choice: threads tuned by measurement among these counts
+            auto = "/".join(str(t) for t in (encoder_threads(workers, "cpu") or [cores]))
             out.append((f"auto={workers}x{auto}", (workers, None)))
         else:
             w, t = (int(x) for x in part.lower().split("x"))

@@ -120,20 +120,44 @@ def test_every_worker_decodes_from_the_first_batch():
     assert [[it["video_index"] for it in b] for b in five] == [[0, 1, 2, 3, 4], [5, 6, 7]]
 
 
-def test_encoder_threads_rule_and_restore():
+def test_encoder_thread_candidates_and_restore():
     from hybridtower.index.encoding import cpu_cores, encoder_threads, torch_threads
 
     cores = cpu_cores()
     cpu = torch.device("cpu")
-    assert encoder_threads(1, cpu) == max(1, cores - 1)
-    assert encoder_threads(cores + 3, cpu) == 1  # never below one thread
+    assert encoder_threads(1, cpu) == sorted({max(1, cores - 1), cores})
+    assert encoder_threads(cores + 3, cpu) == sorted({1, cores})  # never below one thread
     assert encoder_threads(0, cpu) is None  # no workers: decoding and encoding alternate, torch's default
     assert encoder_threads(2, torch.device("cuda")) is None
-    assert encoder_threads(2, cpu, requested=3) == 3
+    assert encoder_threads(2, cpu, requested=3) == [3]
     before = torch.get_num_threads()
     with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("faster", [1, 4])
+def test_thread_tuner_follows_the_measured_time(faster):
+    """Start-up batch with the most threads (not counted), each candidate tried twice, then the faster one,
+    the other probed every 8th batch; when the load changes and the probe is faster, the choice moves."""
+    from hybridtower.index.encoding import ThreadTuner
+
+    tuner = ThreadTuner([4, 1])
+    cost = {faster: 1.0, 5 - faster: 2.0}
+    used = []
+    for _ in range(24):
+        t = tuner.next()
+        used.append(t)
+        tuner.record(t, cost[t] * 16 if len(used) > 1 else 99.0, 16)
+    assert used[0] == 4 and used[1:5] == [1, 4, 1, 4]
+    assert used[8] == used[16] == 5 - faster  # probes
+    assert all(t == faster for i, t in enumerate(used[5:], start=5) if i % 8), used
+    cost = {faster: 3.0, 5 - faster: 1.0}  # the machine changed: the other count is faster now
+    for _ in range(40):
+        t = tuner.next()
+        tuner.record(t, cost[t] * 16, 16)
+    assert tuner.best() == 5 - faster
+    assert ThreadTuner(None).next() is None and ThreadTuner([2]).next() == 2
 
 
 def test_index_vectors_equal_the_previous_pipeline(tmp_path):

@@ -5,7 +5,8 @@ Files are decoded by ``VideoFrames`` (the frame sampling ``evaluate`` uses for t
 model's preprocessing) in ``num_workers`` DataLoader processes that die with their parent and run
 one torch thread each (``workers.worker_init_fn``), one video per task, and encoded in batches of
 ``batch_size`` consecutive videos with ``model.encode_video`` in the main process (``_item_loader``),
-with ``encoder_threads`` torch threads (on the CPU: the cores the workers leave): the frames and encoder
+with torch threads chosen by measurement (``ThreadTuner``: on the CPU, the cores the workers leave or every
+core, whichever encodes faster per video on this machine now): the frames and encoder
 ``hybridtower.encode`` uses for ``evaluate``. Each decoded file also reports its (size, mtime_ns, sha256)
 fingerprint. A file the decoder cannot read, or whose encoding holds non-finite values, is skipped and
 listed, never stored.
@@ -183,21 +184,73 @@ def cpu_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def encoder_threads(num_workers: int, device, requested: int | None = None) -> int | None:
-    """Torch intra-op threads of the encoder (main process) during an index run; None = leave torch's.
+def encoder_threads(num_workers: int, device, requested: int | None = None) -> list[int] | None:
+    """The torch intra-op thread counts the encoder (main process) may use during an index run, for
+    :class:`ThreadTuner` to choose from by measurement; None = leave torch's setting.
 
-    On the CPU with ``num_workers`` decoding processes the encoder gets the cores the workers leave,
-    ``max(1, cores - num_workers)``: W single-threaded decoders plus T encoder threads never exceed the
-    cores. Measured on 2 cores (docs/index.md, "Indexing throughput"): 2 workers + 2 encoder threads ran
-    pig-tiny at 12.5 videos/s, 2 workers + 1 thread at 45, because an OpenMP thread pool with more
-    threads than free cores waits at every barrier for a descheduled thread. On a GPU the encoder's
-    CPU threads only launch kernels: left alone. ``requested`` (>= 1) wins over the rule.
+    On the CPU with ``num_workers`` decoding processes: ``[max(1, cores - num_workers), cores]``, the cores
+    the workers leave, or every core. Neither wins everywhere (measured on 2 cores, docs/index.md,
+    "Indexing throughput"): with other jobs running, 2 workers + a 2-thread encoder ran pig-tiny at 12.5
+    videos/s and 2 workers + 1 thread at 45 (an OpenMP pool with more threads than free cores waits at
+    every barrier for a descheduled thread); on a quiet machine, where the encoder dominates and the
+    workers mostly wait on a full queue, pig-vit-b-32 ran at 1.71 with 2 threads and 1.07 with 1.
+    ``requested`` (>= 1) fixes the count; on a GPU the encoder's CPU threads only launch kernels: left alone;
+    without workers decoding and encoding alternate in this process: torch's default.
     """
     if requested:
-        return max(1, int(requested))
+        return [max(1, int(requested))]
     if getattr(device, "type", str(device)) != "cpu" or not num_workers:
-        return None  # no workers: decoding and encoding alternate in this process, each may use every core
-    return max(1, cpu_cores() - int(num_workers))
+        return None
+    cores = cpu_cores()
+    return sorted({max(1, cores - int(num_workers)), cores})
+
+
+class ThreadTuner:
+    """Chooses the encoder's torch threads among ``candidates`` by the measured time per video of the
+    encoding loop (waiting for decoded frames included), batch by batch.
+
+    The first batch (start-up: workers starting, first decode) runs with the most threads and is not
+    counted; the next ``2 x len(candidates)`` batches try each candidate in turn; after that the one with the
+    lowest median of its last ``keep`` measurements runs, and every ``probe_every``-th batch tries the
+    others again, so a change of the machine's load moves the choice.
+    """
+
+    def __init__(self, candidates: list[int] | None, probe_every: int = 8, keep: int = 3):
+        self.candidates = sorted(set(candidates or []))
+        self.probe_every = max(2, int(probe_every))
+        self.keep = keep
+        self.samples: dict[int, list[float]] = {c: [] for c in self.candidates}
+        self.batches = 0
+        self._probe = 0
+
+    def next(self) -> int | None:
+        """Threads for the next batch (None: leave torch's setting)."""
+        if not self.candidates:
+            return None
+        k = len(self.candidates)
+        if k == 1 or self.batches == 0:
+            return self.candidates[-1]
+        if self.batches <= 2 * k:
+            return self.candidates[(self.batches - 1) % k]
+        best = self.best()
+        if self.batches % self.probe_every == 0:
+            others = [c for c in self.candidates if c != best]
+            self._probe += 1
+            return others[(self._probe - 1) % len(others)]
+        return best
+
+    def record(self, threads: int | None, seconds: float, videos: int) -> None:
+        if self.batches > 0 and threads in self.samples and videos > 0:
+            self.samples[threads] = (self.samples[threads] + [seconds / videos])[-self.keep:]
+        self.batches += 1
+
+    def best(self) -> int:
+        import statistics
+
+        measured = {c: statistics.median(v) for c, v in self.samples.items() if v}
+        if not measured:
+            return self.candidates[-1]
+        return min(measured, key=lambda c: (measured[c], -c))
 
 
 @contextmanager
@@ -286,11 +339,11 @@ def encode_files(session: Session, model, work: list[FoundFile], options: IndexO
             session.commit(complete=False)
             state["since_commit"] = 0
 
-    threads = encoder_threads(options.num_workers, device, getattr(options, "encoder_threads", None))
+    tuner = ThreadTuner(encoder_threads(options.num_workers, device, getattr(options, "encoder_threads", None)))
     try:
-        with torch_threads(threads):
+        with torch_threads(None):  # restores torch's thread count afterwards
             _encode_loop(model, work, loader, options, summary, device, window, stride, bar, skip, store_rows,
-                         maybe_commit, long_files)
+                         maybe_commit, long_files, tuner)
     except KeyboardInterrupt:
         bar.close()
         if session.pending or session.dirty:
@@ -301,10 +354,26 @@ def encode_files(session: Session, model, work: list[FoundFile], options: IndexO
     bar.close()
 
 
+def _tuned_encode(model, frames, device, precision: str, tuner: ThreadTuner, since: list):
+    """``_encode`` with the tuner's threads; records the time since ``since[0]`` (the previous batch's end:
+    waiting for this batch's frames included) per video, and moves ``since[0]`` to now."""
+    import torch
+
+    threads = tuner.next()
+    if threads and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    out = _encode(model, frames, device, precision)
+    now = time.monotonic()
+    tuner.record(threads, now - since[0], len(frames))
+    since[0] = now
+    return out
+
+
 def _encode_loop(model, work, loader, options, summary, device, window, stride, bar, skip, store_rows, maybe_commit,
-                 long_files) -> None:
+                 long_files, tuner: ThreadTuner) -> None:
     from ..data.video.windows import plan_windows
 
+    since = [time.monotonic()]
     for batch in loader:
         for err in batch["errors"]:
             skip(work[int(err["video_index"])], err["error"])
@@ -313,7 +382,7 @@ def _encode_loop(model, work, loader, options, summary, device, window, stride, 
             spans = plan_windows(item["long"]["duration"], window, stride)
             long_files.append((vi, item["fingerprint"], spans))
         if batch["frames"] is not None:
-            vecs, frames = _encode(model, batch["frames"], device, options.precision)
+            vecs, frames = _tuned_encode(model, batch["frames"], device, options.precision, tuner, since)
             m = vecs.shape[1]
             for j, (vi, fp) in enumerate(zip(batch["video_index"].tolist(), batch["fingerprints"])):
                 dur = batch["durations"][j]
@@ -323,10 +392,11 @@ def _encode_loop(model, work, loader, options, summary, device, window, stride, 
         pause_point("encoded")
         maybe_commit()
     if long_files:
-        _encode_windows(model, work, long_files, options, summary, device, skip, store_rows, maybe_commit, bar)
+        _encode_windows(model, work, long_files, options, summary, device, skip, store_rows, maybe_commit, bar, tuner)
 
 
-def _encode_windows(model, work, long_files, options, summary, device, skip, store_rows, maybe_commit, bar) -> None:
+def _encode_windows(model, work, long_files, options, summary, device, skip, store_rows, maybe_commit, bar,
+                    tuner: ThreadTuner | None = None) -> None:
     """Encode the windows of the long files, file by file in order; store a file once its last window is in."""
     import numpy as np
 
@@ -349,6 +419,8 @@ def _encode_windows(model, work, long_files, options, summary, device, skip, sto
         if store_rows(work[vi], fp, vecs, frames, np.concatenate(acc["starts"]), np.concatenate(acc["ends"])):
             summary.windows += len(spans)
 
+    tuner = tuner or ThreadTuner(None)
+    since = [time.monotonic()]
     done_upto = 0  # long files before this index are finished
     for batch in window_loader(model, items, options):
         for err in batch["errors"]:
@@ -357,7 +429,7 @@ def _encode_windows(model, work, long_files, options, summary, device, skip, sto
                 failed.add(k)
                 skip(work[long_files[k][0]], err["error"])
         if batch["frames"] is not None:
-            vecs, frames = _encode(model, batch["frames"], device, options.precision)
+            vecs, frames = _tuned_encode(model, batch["frames"], device, options.precision, tuner, since)
             m = vecs.shape[1]
             for j, wi in enumerate(batch["video_index"].tolist()):
                 k = owner[wi]
