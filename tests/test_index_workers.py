@@ -138,26 +138,27 @@ def test_encoder_thread_candidates_and_restore():
 
 @pytest.mark.parametrize("faster", [1, 4])
 def test_thread_tuner_follows_the_measured_time(faster):
-    """Start-up batch with the most threads (not counted), each candidate tried twice, then the faster one,
-    the other probed every 8th batch; when the load changes and the probe is faster, the choice moves."""
+    """Start-up batch with the fewest threads (not counted), each candidate tried once (most first), then the
+    faster one, the other probed every 16th batch; when the load changes and the probe is faster, the choice
+    moves."""
     from hybridtower.index.encoding import ThreadTuner
 
     tuner = ThreadTuner([4, 1])
     cost = {faster: 1.0, 5 - faster: 2.0}
     used = []
-    for _ in range(24):
+    for _ in range(40):
         t = tuner.next()
         used.append(t)
         tuner.record(t, cost[t] * 16 if len(used) > 1 else 99.0, 16)
-    assert used[0] == 4 and used[1:5] == [1, 4, 1, 4]
-    assert used[8] == used[16] == 5 - faster  # probes
-    assert all(t == faster for i, t in enumerate(used[5:], start=5) if i % 8), used
+    assert used[0] == 1 and used[1:3] == [4, 1]
+    assert used[16] == used[32] == 5 - faster  # probes
+    assert all(t == faster for i, t in enumerate(used[3:], start=3) if i % 16), used
     cost = {faster: 3.0, 5 - faster: 1.0}  # the machine changed: the other count is faster now
     for _ in range(40):
         t = tuner.next()
         tuner.record(t, cost[t] * 16, 16)
     assert tuner.best() == 5 - faster
-    assert ThreadTuner(None).next() is None and ThreadTuner([2]).next() == 2
+    assert ThreadTuner(None).next() is None and ThreadTuner([2]).next() == 2 and ThreadTuner([2, 1]).next() == 1
 
 
 def test_index_vectors_equal_the_previous_pipeline(tmp_path):
