@@ -15,6 +15,8 @@ Commands timed (wall time of the whole process, from spawn to exit, as a user se
 
 INDEX is ``--index`` or, by default, a small index this script builds first (6 synthetic clips encoded with
 the shipped demo model ``src/hybridtower/assets/demo-pig-tiny.safetensors``) in a temporary folder.
+``--model PRESET`` builds it instead with a randomly initialised PRESET (torch seed 0; e.g. ``pig-vit-b-32``,
+~600 MB of fp32 weights, 4 clips), to see what a real model's size costs a search's start-up.
 
 ``--baseline-rev REV`` exports ``src/`` of commit REV (``git archive``; the working tree and the git index
 are not touched) into a temporary folder; the baseline runs of every command use the same interpreter with
@@ -101,13 +103,22 @@ def warm_bytecode(src: Path, env: dict) -> None:
                    capture_output=True)
 
 
-def build_index(dest: Path) -> str:
+def build_index(dest: Path, model: str | None = None) -> str:
     from hybridtower.data.synthetic import SynthConfig, generate
     from hybridtower.index import IndexOptions, build_index
 
-    generate(dest / "clips", SynthConfig(videos=6, images=0, frames=8, sizes=("64x64",), seed=7, workers=0),
-             progress=False)
-    build_index([dest / "clips" / "videos"], dest / "index", str(DEMO_CKPT),
+    ckpt = str(DEMO_CKPT)
+    if model:
+        import torch
+
+        from hybridtower import hub
+
+        torch.manual_seed(0)
+        dest.mkdir(parents=True, exist_ok=True)
+        ckpt = str(hub.save_model(hub.create_model(model).eval(), dest / "model.safetensors"))
+    generate(dest / "clips", SynthConfig(videos=4 if model else 6, images=0, frames=8, sizes=("64x64",), seed=7,
+                                         workers=0), progress=False)
+    build_index([dest / "clips" / "videos"], dest / "index", ckpt,
                 IndexOptions(progress=False, batch_size=6, num_workers=0))
     return str(dest / "index")
 
@@ -175,6 +186,8 @@ def main() -> int:
     ap.add_argument("--baseline-rev", metavar="REV", help="also time the package as of commit REV, interleaved")
     ap.add_argument("--repeats", type=int, default=5, help="fresh processes per command and side (default 5)")
     ap.add_argument("--index", metavar="DIR", help="index for the search command (default: build a 6-clip one)")
+    ap.add_argument("--model", metavar="PRESET",
+                    help="build the search index with a random-weight PRESET (e.g. pig-vit-b-32), not the demo model")
     ap.add_argument("--only", action="append", default=[], metavar="TEXT",
                     help="time only the commands whose label contains TEXT (repeatable)")
     ap.add_argument("--importtime", action="store_true", help="also show each side's import cost of one search")
@@ -193,7 +206,9 @@ def main() -> int:
         for name, src in sides.items():
             check_side(name, src, envs[name])
             warm_bytecode(src, envs[name])
-        index = args.index or build_index(tmp / "data")
+        if args.index and args.model:
+            ap.error("--model builds an index: not with --index")
+        index = args.index or build_index(tmp / "data", args.model)
         cmds = [c for c in commands(index) if not args.only or any(t in c[0] for t in args.only)]
         load_before = os.getloadavg()
         times: dict = {label: {s: [] for s in sides} for label, _, _ in cmds}
@@ -215,7 +230,7 @@ def main() -> int:
                      if args.importtime else {})
 
     result = {"python": platform.python_version(), "cpus": os.cpu_count(), "repeats": args.repeats,
-              "baseline_rev": args.baseline_rev, "load_before": load_before, "load_after": load_after,
+              "baseline_rev": args.baseline_rev, "model": args.model, "load_before": load_before, "load_after": load_after,
               "commands": {label: {s: summary(t) for s, t in per.items() if t} for label, per in times.items()},
               "cpu": {label: {s: summary(t) for s, t in per.items() if t} for label, per in cpu_times.items()},
               "failures": {f"{label} [{s}]": e for (label, s), e in failures.items()}}

@@ -254,3 +254,28 @@ def test_search_in_a_fresh_process_imports_no_open_clip_torchvision_timm_or_dyna
     assert "hybridtower._open_clip_tokenizer" in loaded
     # the model is rebuilt on hybridtower's own CLIP towers (models/clip_backbone.py), on the meta device
     assert not heavy, f"`hybridtower search` imported {heavy[:8]} (first {report['first']})"
+
+
+def test_search_of_a_small_index_imports_no_builder_and_no_faiss(demo_index):
+    """`hybridtower search` over a small flat index: the index package does not import the builder (its
+    names are imported on first use), and exact search does not time its kernels, so FAISS is not imported."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", SEARCH_PROBE, "search", str(demo_index), "a red ball bounces",
+                           "-k", "2"], capture_output=True, text=True, timeout=55, env=env)
+    report = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert report["rc"] == 0 and "video" in proc.stdout, proc.stderr[-1500:]
+    loaded = set(report["modules"])
+    assert "hybridtower.index.searcher" in loaded
+    unwanted = sorted(m for m in loaded if m in ("hybridtower.index.builder", "hybridtower.index.session",
+                                                 "hybridtower.index.encoding", "faiss") or m.startswith("faiss."))
+    assert not unwanted, unwanted
+
+
+def test_index_package_names_still_import():
+    import hybridtower.index as index
+
+    from hybridtower.index import build_index, verify_index  # noqa: F401 - the documented imports
+    assert set(index.__all__) <= set(dir(index))
+    assert all(getattr(index, name) is not None for name in index.__all__)
+    with pytest.raises(AttributeError, match="no attribute"):
+        index.not_a_name  # noqa: B018

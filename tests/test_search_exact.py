@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hybridtower.index.ann import build_ann, search_ann
-from hybridtower.index.exact import KERNELS, ExactIndex
+from hybridtower.index.exact import KERNELS, SMALL_GALLERY_BYTES, SMALL_GALLERY_KERNEL, ExactIndex
 
 
 def _same_ranking(x, q, r, s, fr, fs):
@@ -36,7 +36,10 @@ def test_kernels_give_faiss_flat_results(n, kernel):
     index = ExactIndex(x, kernel, block_rows=4096)
     if kernel == "auto":
         cal = index.calibration
-        assert cal["kernel"] == index.kernel in KERNELS and index.kernel in cal["median_ms"]
+        if 4 * n * 64 <= SMALL_GALLERY_BYTES:  # too small for the kernel to matter: not timed
+            assert cal["kernel"] == index.kernel == SMALL_GALLERY_KERNEL and cal["skipped"] and not cal["median_ms"]
+        else:
+            assert cal["kernel"] == index.kernel in KERNELS and index.kernel in cal["median_ms"]
     for k in (1, 10, 100, n + 5):
         fs, fr = search_ann(flat, q, k)
         s, r = search_ann(index, q, k)
@@ -98,7 +101,8 @@ def test_searcher_exact_path_per_kernel():
     from hybridtower.index import store
     from hybridtower.index.searcher import Searcher
 
-    x, q = _data(2000, d=128, seed=5)
+    x, q = _data(9000, d=128, seed=5)  # 4.6 MB: above SMALL_GALLERY_BYTES, so "auto" times the kernels
+    assert x.nbytes > SMALL_GALLERY_BYTES
     entries = [store.Entry(i, f"v/{i}.mp4", f"{i}.mp4", 0, 0, "", "seg", i) for i in range(len(x))]
     data = store.IndexData({"dim": 128, "ann": {"kind": "flat"}, "index_kind": "vector", "model": {}}, entries, x, None)
     model = hub.create_model("pig-tiny").eval()
@@ -108,6 +112,7 @@ def test_searcher_exact_path_per_kernel():
         path = s.search_path
         assert path["kind"] == "flat" and path["kernel"] in KERNELS
         assert (path["calibration"] is not None) == (kernel == "auto")
+        assert kernel != "auto" or path["kernel"] in path["calibration"]["median_ms"]
         res = s.search("a red ball", 20, query_vector=q[0])
         assert [h.id for h in res.hits] == fr[0].tolist()
         np.testing.assert_allclose([h.score for h in res.hits], fs[0], atol=1e-5)
@@ -143,10 +148,35 @@ def test_calibration_without_faiss_skips_its_kernels(monkeypatch):
     import hybridtower.index.exact as exact
 
     monkeypatch.setattr(exact, "_have_faiss", lambda: False)
-    v = np.random.default_rng(0).standard_normal((500, 16)).astype(np.float32)
+    v = np.random.default_rng(0).standard_normal((20_000, 64)).astype(np.float32)  # above SMALL_GALLERY_BYTES
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     e = exact.ExactIndex(v, "auto")
     assert e.kernel in ("torch", "numpy", "blocked")
     assert not {"faiss", "faiss1"} & set(e.calibration["median_ms"])
     s, r = e.search(v[:2], 3)
     assert list(r[:, 0]) == [0, 1]
+
+
+def test_small_galleries_are_not_timed(monkeypatch):
+    """"auto" over a gallery of at most SMALL_GALLERY_BYTES answers with SMALL_GALLERY_KERNEL without timing
+    the kernels (nor importing FAISS for them); one byte row more and it calibrates. Same answer as FAISS."""
+    import hybridtower.index.exact as exact
+
+    calls = []
+    monkeypatch.setattr(exact, "_have_faiss", lambda: calls.append("faiss?") or True)
+    d = 64
+    n = SMALL_GALLERY_BYTES // (4 * d)
+    x, q = _data(n + 1, d=d, seed=12)
+    small = ExactIndex(x[:n], "auto")
+    assert calls == [] and small.kernel == SMALL_GALLERY_KERNEL and small.calibration["skipped"]
+    assert small.calibration["n"] == n and small.calibration["kernel"] == small.kernel
+    fs, fr = search_ann(build_ann(x[:n], "flat"), q, 10)
+    s, r = search_ann(small, q[:1], 10)
+    np.testing.assert_array_equal(r, fr[:1])
+    np.testing.assert_allclose(s, fs[:1], atol=1e-5)
+    timed = []
+    monkeypatch.setattr(ExactIndex, "calibrate", lambda self, *a, **kw: timed.append(self.ntotal))
+    ExactIndex(x, "auto")
+    assert timed == [n + 1]
+    ExactIndex(x[:0], "auto")  # an empty gallery: calibrate() records it as before
+    assert timed == [n + 1, 0]

@@ -202,7 +202,8 @@ def encode_rgb(searcher, rgb: np.ndarray) -> np.ndarray:
     from ..data.video.transforms import preprocess_frames
     from ..encode import preprocess_for
 
-    model = searcher.model
+    # a text-only model (Searcher.open) loads its video tower now, verified against the index
+    model = searcher.full_model() if hasattr(searcher, "full_model") else searcher.model
     cfg = preprocess_for(model)
     x = preprocess_frames(rgb[None], cfg)  # [1, 3, S, S], the index's frame transform
     t = int(model.cfg.video.num_frames)

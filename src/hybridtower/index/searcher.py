@@ -35,7 +35,7 @@ import numpy as np
 from ..core.display import printable_path
 from ..core.errors import HybridTowerError
 from . import calibration, store
-from .identity import check_same_model, load_checkpoint
+from .identity import TEXT, check_same_model, load_checkpoint, materialise, recorded_parts
 
 MAX_K = 1000  # largest k a caller may ask for
 MAX_QUERY_CHARS = 1000  # longer queries are cut before tokenising (the model reads ~30-80 tokens anyway)
@@ -187,10 +187,21 @@ class Searcher:
                     f"is not there any more; "
                     f"pass the same checkpoint explicitly (--checkpoint)"
                 )
-        model, identity = load_checkpoint(checkpoint, device=device)
+        # an index that records per-part digests: read and verify only the text part now (the video tower's
+        # bytes are read, and verified, by full_model() on the first image search); older indexes: everything
+        parts = TEXT if recorded_parts(recorded) is not None else None
+        model, identity = load_checkpoint(checkpoint, device=device, parts=parts)
         check_same_model(recorded, identity, index_dir)
         return cls(index_dir, data, model, device=device, rerank_all=rerank_all, candidates=candidates,
                    exact_kernel=exact_kernel)
+
+    def full_model(self):
+        """The model with every tensor loaded, for what needs more than the text tower (``encode_video``:
+        image search). :meth:`open` loads only the text part of a model when the index records per-part
+        digests; the first call here reads the rest from the checkpoint and checks it against the index's
+        digest (IndexMismatchError when it differs: the model stays text-only). Thread-safe; later calls
+        return at once."""
+        return materialise(self.model, self.manifest["model"], self.index_dir)
 
     def _open_ann(self, vectors, exact_kernel: str):
         from .ann import ThreadedSearch, load_ann, resolve_params
