@@ -135,10 +135,11 @@ def test_bad_parts_and_open_clip_models_load_whole(built):
         hub.load_model(ckpt, parts="video")
 
 
-@pytest.mark.parametrize("preset", ["pig-tiny", "xpool-tiny"])
-def test_searcher_opens_text_only_and_answers_as_a_whole_model(built, preset, tmp_path):
-    """A new index opens text-only; an index built before per-part digests (none in its manifest) opens
-    with the whole model and the full weights check, as before; both give the same hits."""
+@pytest.mark.parametrize("preset,old_kind", [("pig-tiny", "none"), ("xpool-tiny", "none"), ("pig-tiny", "rule")])
+def test_searcher_opens_text_only_and_answers_as_a_whole_model(built, preset, old_kind, tmp_path):
+    """A new index opens text-only; an index built before per-part digests (none in its manifest), or with
+    digests under another rule, opens with the whole model and the full weights check, as before; both give
+    the same hits."""
     ckpt, index = built[preset]
     m = _manifest(index)["model"]
     assert identity.recorded_parts(m) and m["weights_parts"]["rule"] == identity.PARTS_RULE
@@ -147,7 +148,10 @@ def test_searcher_opens_text_only_and_answers_as_a_whole_model(built, preset, tm
     got = _results(new)
     old = _copy(index, tmp_path / "old")
     manifest = _manifest(old)
-    del manifest["model"]["weights_parts"]
+    if old_kind == "none":
+        del manifest["model"]["weights_parts"]
+    else:
+        manifest["model"]["weights_parts"]["rule"] = "text-v1"
     _write_manifest(old, manifest)
     identity._CACHE.clear()
     legacy = Searcher.open(old)
@@ -241,3 +245,19 @@ def test_image_search_materialises_and_matches_a_whole_model(built, tmp_path):
     whole = Searcher.open(old)
     assert not hub.is_partial(whole.model)
     np.testing.assert_array_equal(v, image_query.encode_rgb(whole, rgb))
+
+
+def test_part_digest_is_the_same_on_one_thread_and_sees_every_byte(built, monkeypatch):
+    import os
+
+    ckpt, _ = built["pig-tiny"]
+    state = hub.load_model(ckpt).state_dict()
+    many = identity.tensors_sha256(state)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert identity.tensors_sha256(state) == many
+    name = sorted(state)[-1]
+    changed = dict(state, **{name: state[name].clone()})
+    changed[name].view(-1)[-1] += 1e-3
+    assert identity.tensors_sha256(changed) != many
+    renamed = {("x" + k if k == name else k): v for k, v in state.items()}
+    assert identity.tensors_sha256(renamed) != many

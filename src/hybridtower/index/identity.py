@@ -4,9 +4,11 @@ Identity = framework + config hash (``core.config.config_hash`` of the resolved 
 the weights (every tensor of the state dict, in key order, as float32 little-endian bytes). Two checkpoints
 with the same weights but different file metadata are the same model; a fine-tuned copy is not.
 
-Per-part digests (``weights_parts``): the same SHA-256 over two disjoint sets of tensors, ``text`` (what
+Per-part digests (``weights_parts``): a SHA-256 over each of two disjoint sets of tensors, ``text`` (what
 encoding a text and scoring read: ``hub.text_part_keys``) and ``rest`` (the video tower and everything
-else), under the partition rule ``PARTS_RULE``. An index records them (its manifest's ``model``), so a text
+else), under the rule ``PARTS_RULE`` (:func:`tensors_sha256`: each tensor's float32 bytes hashed on its own,
+in 8 MiB chunks, in parallel threads since hashlib releases the GIL; then name, shape and that digest in
+key order). An index records them (its manifest's ``model``), so a text
 search loads and verifies only the text part (``load_checkpoint(..., parts="text")``: the video tower's
 bytes are not read), and the rest is verified against ``rest`` when it is loaded (:func:`materialise`). An
 index without them (built before they existed, or with another rule) is checked on every weight as before.
@@ -23,7 +25,8 @@ from ..core.config import config_hash
 from ..core.display import printable, printable_path
 from .store import IndexMismatchError
 
-PARTS_RULE = "text-v1"  # text = text_encoder.*, logit_scale (+ fusion.* when scores are query-dependent)
+PARTS_RULE = "text-v2"  # text = text_encoder.*, logit_scale (+ fusion.* when scores are query-dependent);
+# digests by tensors_sha256 (v1, a sequential digest, lived minutes in development: such indexes get the full check)
 TEXT = "text"
 REST = "rest"
 
@@ -44,28 +47,59 @@ def weights_sha256(model) -> str:
     return h.hexdigest()
 
 
+_CHUNK = 8 * 2**20  # bytes hashed per task: a large tensor (CLIP's token embedding, 100 MB) is split
+
+
+def _float32_bytes(tensor):
+    import torch
+
+    return tensor.detach().to("cpu", torch.float32).contiguous().numpy().reshape(-1).view("u1")
+
+
 def tensors_sha256(tensors: dict) -> str:
-    """The weights digest of a set of tensors (name -> tensor): ``weights_sha256``'s formula on them alone."""
+    """The digest of a set of tensors (name -> tensor) under ``PARTS_RULE``: SHA-256 over, in key order, each
+    name, shape and tensor digest; a tensor's digest is the SHA-256 of the SHA-256s of its float32 bytes in
+    8 MiB chunks. The chunks are hashed in parallel threads (hashlib releases the GIL): this is what
+    verifying the weights a search loads costs."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = sorted(tensors)
+    data = [_float32_bytes(tensors[n]) for n in names]
+    chunks = [(i, start) for i, b in enumerate(data) for start in range(0, max(len(b), 1), _CHUNK)]
+
+    def digest(task) -> bytes:
+        i, start = task
+        return hashlib.sha256(data[i][start : start + _CHUNK]).digest()
+
+    workers = max(1, min(len(chunks), os.cpu_count() or 1))
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(digest, chunks))
+    else:
+        parts = [digest(c) for c in chunks]
+    per_tensor = [hashlib.sha256() for _ in names]
+    for (i, _), d in zip(chunks, parts):
+        per_tensor[i].update(d)
     h = hashlib.sha256()
-    for name, tensor in sorted(tensors.items()):
-        _update(h, name, tensor)
+    for name, t in zip(names, per_tensor):
+        h.update(name.encode())
+        h.update(str(tuple(tensors[name].shape)).encode())
+        h.update(t.digest())
     return h.hexdigest()
 
 
 def _weights_digests(model) -> tuple[str, dict | None]:
-    """(weights_sha256, weights_parts or None) in one pass over the tensors."""
+    """(weights_sha256, weights_parts or None)."""
     from .. import hub
 
+    state = model.state_dict()
     text_keys = hub.text_part_keys(model)
-    full = hashlib.sha256()
-    parts = {TEXT: hashlib.sha256(), REST: hashlib.sha256()}
-    for name, tensor in sorted(model.state_dict().items()):
-        _update(full, name, tensor)
-        if text_keys is not None:
-            _update(parts[TEXT if name in text_keys else REST], name, tensor)
+    full = weights_sha256(model)
     if text_keys is None:
-        return full.hexdigest(), None
-    return full.hexdigest(), {"rule": PARTS_RULE, TEXT: parts[TEXT].hexdigest(), REST: parts[REST].hexdigest()}
+        return full, None
+    return full, {"rule": PARTS_RULE, TEXT: tensors_sha256({k: v for k, v in state.items() if k in text_keys}),
+                  REST: tensors_sha256({k: v for k, v in state.items() if k not in text_keys})}
 
 
 def _identity(model, checkpoint, weights: str | None, parts: dict | None) -> dict:
