@@ -2,6 +2,12 @@
 
     python benchmarks/long_video.py --hours 2 --work bench-long            # the figures in docs/index.md
     python benchmarks/long_video.py --hours 2 --compare-minutes 10         # also a 10-minute file: same memory?
+    python benchmarks/long_video.py --hours 2 --container mp4,mkv          # MP4 and the same stream in Matroska
+
+``--container mkv`` remuxes the MP4 (stream copy, no re-encoding) into Matroska, whose header gives a
+duration but no frame count: the index run then counts the file's packets (demux only) before planning
+its windows, so a header that overstates the duration cannot plan windows past the real end; the two
+rows side by side show what that count costs.
 
 Writes a ``--hours`` long 64x64, 2 fps synthetic video (``data.synthetic.long.write_long_video``: blank
 background with one described scene) in a child process, then indexes it with ``build_index`` (windows
@@ -35,6 +41,21 @@ def _write(path: Path, seconds: float) -> dict:
     return {"write_s": round(time.perf_counter() - t0, 1), "bytes": path.stat().st_size, **info}
 
 
+def _remux(src: Path, dst: Path) -> None:
+    """Copy ``src``'s video packets into a Matroska file ``dst`` (no re-encoding)."""
+    import av
+
+    tmp = dst.with_suffix(".part.mkv")
+    with av.open(str(src)) as inp, av.open(str(tmp), "w", format="matroska") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is None:
+                continue
+            packet.stream = stream
+            out.mux(packet)
+    tmp.replace(dst)
+
+
 def _index(video: Path, out: Path, checkpoint: str, window: float | None, stride: float | None, workers: int) -> dict:
     from hybridtower.index.builder import IndexOptions, build_index
 
@@ -56,14 +77,20 @@ def _child(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(work: Path, seconds: float, args) -> dict:
+def measure(work: Path, seconds: float, args, container: str = "mp4") -> dict:
     video = work / f"long-{int(seconds)}s" / "long.mp4"
     video.parent.mkdir(parents=True, exist_ok=True)
     made = _child(["--_write", str(video), str(seconds)]) if not video.is_file() else {"reused": True,
                                                                                      "bytes": video.stat().st_size}
-    flags = ["--_index", str(video), str(work / f"index-{int(seconds)}s"), args.checkpoint, str(args.window),
-             str(args.stride), str(args.workers)]
-    return {"duration_s": seconds, "video": made, **_child(flags)}
+    if container == "mkv":
+        mkv = work / f"long-{int(seconds)}s-mkv" / "long.mkv"
+        mkv.parent.mkdir(parents=True, exist_ok=True)
+        if not mkv.is_file():
+            _remux(video, mkv)
+        video, made = mkv, {**made, "bytes": mkv.stat().st_size}
+    flags = ["--_index", str(video), str(work / f"index-{int(seconds)}s-{container}"), args.checkpoint,
+             str(args.window), str(args.stride), str(args.workers)]
+    return {"duration_s": seconds, "container": container, "video": made, **_child(flags)}
 
 
 def main() -> None:
@@ -84,15 +111,22 @@ def main() -> None:
     p.add_argument("--window", type=float, default=None)
     p.add_argument("--stride", type=float, default=None)
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--container", default="mp4",
+                   help="comma-separated: mp4 (as written) and/or mkv (the same stream remuxed into Matroska: "
+                        "no frame count in its header, so its packets are counted first)")
     args = p.parse_args()
+    containers = [c.strip() for c in args.container.split(",") if c.strip()]
+    if not containers or any(c not in ("mp4", "mkv") for c in containers):
+        raise SystemExit("--container takes mp4 and/or mkv")
     work = Path(args.work)
     runs = []
-    if args.compare_minutes:
-        runs.append(measure(work, args.compare_minutes * 60, args))
-    runs.append(measure(work, args.hours * 3600, args))
+    for container in containers:
+        if args.compare_minutes:
+            runs.append(measure(work, args.compare_minutes * 60, args, container))
+        runs.append(measure(work, args.hours * 3600, args, container))
     for r in runs:
         v = r["video"]
-        print(f"{r['duration_s'] / 3600:.2f} h video ({v['bytes'] / 2**20:.1f} MiB): {r['windows']} windows indexed in "
+        print(f"{r['duration_s'] / 3600:.2f} h {r['container']} video ({v['bytes'] / 2**20:.1f} MiB): {r['windows']} windows indexed in "
               f"{r['index_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU of the indexing process (model load included; "
               f"{r['windows_per_s']} windows/s), peak RSS {r['peak_rss_mib']:.0f} MiB "
               f"(largest worker {r['children_peak_rss_mib']:.0f} MiB)")

@@ -222,3 +222,65 @@ def test_error_survives_pickling(tmp_path):
     err = VideoDecodeError(tmp_path / "x.mp4", "file is empty (0 bytes)")
     back = pickle.loads(pickle.dumps(err))
     assert back.path == err.path and back.reason == err.reason and str(back) == str(err)
+
+
+# --- a header that overstates the video (issue 12): what the index reads counts the packets ---
+
+
+def _lying_mp4(path, claimed_times: int = 20):
+    """A 5 s MP4 whose movie and media headers (mvhd, mdhd) claim ``claimed_times`` as long."""
+    import struct
+
+    write_video(_bars(50, 32, 32), path, "mp4", "mpeg4", 10)
+    b = bytearray(path.read_bytes())
+    for box in (b"mvhd", b"mdhd"):
+        i = b.find(box)
+        assert b[i + 4] == 0  # version 0: 32-bit timescale at +16, duration at +20
+        b[i + 20:i + 24] = struct.pack(">I", struct.unpack(">I", b[i + 20:i + 24])[0] * claimed_times)
+    path.write_bytes(bytes(b))
+    return path
+
+
+def test_a_matroska_header_that_overstates_is_counted_by_the_index_reader(tmp_path, monkeypatch):
+    import random
+
+    from hybridtower.data.video import decode as D
+    from test_hostile_windows_images import _lying_mkv
+
+    liar = _lying_mkv(tmp_path / "liar.mkv", claimed_s=36000)  # 5 s of video, a '10 h' header
+    honest = _lying_mkv(tmp_path / "honest.mkv", claimed_s=5)
+    assert probe_video(liar).duration == pytest.approx(36000) and not probe_video(liar).frames_exact
+    counted = []
+    real_count = D._count_packets
+    monkeypatch.setattr(D, "_count_packets", lambda *a: counted.append(1) or real_count(*a))
+    # classed as long by its header: counted before its windows are planned
+    frames, info = D.read_frames_or_probe(liar, 12, "uniform", None, 2.0)
+    assert frames is None and info.duration == pytest.approx(5.0) and info.num_frames == 50 and info.frames_exact
+    assert len(counted) == 1
+    # long by its header, short in truth: sampled like the honest file, same random state
+    for window in (30.0, 0.0):
+        for mode in ("uniform", "random"):
+            got, info = D.read_frames_or_probe(liar, 12, mode, random.Random(3), window)
+            want = read_frames(honest, 12, mode, random.Random(3))
+            assert info.duration == pytest.approx(5.0) and np.array_equal(got, want), (window, mode)
+    # training / evaluation (read_frames) keep refusing it: a lying header looks like a file cut short
+    with pytest.raises(VideoDecodeError, match="truncated"):
+        read_frames(liar, 12)
+    # files whose header is right pay nothing: no packet count
+    counted.clear()
+    D.read_frames_or_probe(honest, 12, "uniform", None, 30.0)
+    D.read_frames_or_probe(honest, 12, "uniform", None, 0.0)
+    assert D.read_frames_or_probe(_good_mp4(tmp_path / "g.mp4"), 12, "uniform", None, 0.5)[0] is None
+    assert not counted
+
+
+def test_an_mp4_header_that_overstates_is_not_believed(tmp_path):
+    """MP4 has an exact frame count, and FFmpeg takes the stream's duration from its sample table, not
+    from the movie / media headers: a header claiming 20x the length changes nothing."""
+    from hybridtower.data.video import decode as D
+
+    liar = _lying_mp4(tmp_path / "liar.mp4")
+    info = probe_video(liar)
+    assert info.frames_exact and info.num_frames == 50 and info.duration == pytest.approx(5.0)
+    frames, info = D.read_frames_or_probe(liar, 12, "uniform", None, 10.0)
+    assert frames is not None and frames.shape[0] == 12

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -242,19 +243,29 @@ def _lying_mkv(path: Path, claimed_s: float, secs: int = 5, fps: int = 10) -> Pa
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="data/video/decode.py _probe_open trusts a Matroska header's duration when "
-                   "the stream has no frame count (frames = duration x fps), so index/encoding.py plans windows up "
-                   "to the claimed end; the first window past the real end fails ('truncated') and the whole, "
-                   "decodable 5 s file is skipped after decoding every window before it (a '10 h' header: 28 s of "
-                   "work, then skipped). Fix: in read_frames_or_probe, for a file classed as long whose frame count "
-                   "is not exact, count its packets (_count_packets: demux only) to learn the real duration, "
-                   "then plan windows from that")
 def test_a_header_that_claims_a_longer_video_does_not_lose_the_file(tmp_path, windowed):
     lib = tmp_path / "lib"
     lib.mkdir()
     _lying_mkv(lib / "liar.mkv", claimed_s=100)
     summary = within(120, build_index, [lib], tmp_path / "idx", windowed.ckpt, IndexOptions(**OPTS, window=10, stride=10))
     assert summary.encoded == 1 and not summary.skipped, summary.skipped
+
+
+def test_a_ten_hour_header_on_five_seconds_gets_the_real_windows_quickly(tmp_path, windowed):
+    """Before: windows planned to the claimed end (MAX_WINDOWS of them), every one up to the real end
+    decoded, then the file skipped. Now its packets are counted first: 4 windows to 5 s, and the same
+    file whole (window 0) is read for what it holds too."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    _lying_mkv(lib / "liar.mkv", claimed_s=36000)
+    t0 = time.monotonic()
+    summary = within(60, build_index, [lib], tmp_path / "idx", windowed.ckpt, IndexOptions(**OPTS, window=2, stride=1))
+    assert summary.encoded == 1 and not summary.skipped and summary.windows == 4, summary
+    assert time.monotonic() - t0 < 30
+    rows = Searcher.open(tmp_path / "idx").rows_of(0)
+    assert [(r["start"], r["end"]) for r in rows] == [(0.0, 2.0), (1.0, 3.0), (2.0, 4.0), (3.0, pytest.approx(5.0, abs=0.2))]
+    whole = within(60, build_index, [lib], tmp_path / "whole", windowed.ckpt, IndexOptions(**OPTS, window=0))
+    assert whole.encoded == 1 and not whole.skipped, whole.skipped
 
 
 def test_a_header_that_says_zero_or_nothing_is_read_from_the_frames(tmp_path, windowed):

@@ -6,8 +6,10 @@ model's preprocessing) in ``num_workers`` DataLoader processes that die with the
 one torch thread each (``workers.worker_init_fn``), one video per task, and encoded in batches of
 ``batch_size`` consecutive videos with ``model.encode_video`` in the main process (``_item_loader``),
 with torch threads chosen by measurement (``ThreadTuner``: on the CPU, the cores the workers leave or every
-core, whichever encodes faster per video on this machine now): the frames and encoder
-``hybridtower.encode`` uses for ``evaluate``. Each decoded file also reports its (size, mtime_ns, sha256)
+core, whichever encodes faster per video on this machine now; ``options.encoder_threads`` fixes them): the frames and encoder
+``hybridtower.encode`` uses for ``evaluate``. Files are read with ``data.video.decode.read_frames_or_probe``,
+which counts the packets of a file whose header has no frame count when its duration matters, so a header
+that overstates it cannot lose the file. Each decoded file also reports its (size, mtime_ns, sha256)
 fingerprint. A file the decoder cannot read, or whose encoding holds non-finite values, is skipped and
 listed, never stored.
 
@@ -53,8 +55,8 @@ def _index_frames_class():
         want_duration: bool = False
 
         def _read(self, idx: int, vid, path) -> dict:
-            if not (self.window > 0 or self.want_duration):
-                return super().__getitem__(idx)
+            # read_frames_or_probe, also without windows: read_frames' frames, but a Matroska / WebM header
+            # that overstates the video is corrected by counting its packets instead of skipping the file
             try:
                 frames, info = read_frames_or_probe(path, self.num_frames, self.sample_mode,
                                                     item_rng(self.seed, 0, idx), self.window)
@@ -341,7 +343,7 @@ def encode_files(session: Session, model, work: list[FoundFile], options: IndexO
             session.commit(complete=False)
             state["since_commit"] = 0
 
-    tuner = ThreadTuner(encoder_threads(options.num_workers, device, getattr(options, "encoder_threads", None)))
+    tuner = ThreadTuner(encoder_threads(options.num_workers, device, options.encoder_threads))
     try:
         with torch_threads(None):  # restores torch's thread count afterwards
             _encode_loop(model, work, loader, options, summary, device, window, stride, bar, skip, store_rows,

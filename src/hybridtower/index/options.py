@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
+from ..core.errors import ConfigError
 from .scan import INDEX_EXTENSIONS
 
 EXIT_OK = 0
@@ -32,6 +33,16 @@ class IndexOptions:
     window: float | None = None
     stride: float | None = None
     merge_timeout: float = 24 * 3600.0  # rank 0: seconds to wait for the other ranks' shards
+    # torch intra-op threads of the encoder (main process). None = chosen by measurement while the run goes
+    # (``encoding.ThreadTuner``: on the CPU, the cores the decoding workers leave or every core, whichever
+    # encodes faster per video now). A run setting like batch_size / num_workers: not part of the index's
+    # identity or manifest, so an index built with any value is reused with any other.
+    encoder_threads: int | None = None
+
+    def __post_init__(self):
+        threads = self.encoder_threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ConfigError(f"--threads must be a whole number >= 1 (or left out: tuned by measurement), got {threads!r}")
 
 
 @dataclass
