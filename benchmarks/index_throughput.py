@@ -127,8 +127,7 @@ def full_index(folder: Path, out: Path, ckpt: Path, options, expected: int, spli
     from hybridtower.index import build_index
 
     if split is not None:
-        options = dataclasses.replace(options, num_workers=split[0])
-        options.encoder_threads = split[1]  # read by index.encoding.encode_files (None: its own rule)
+        options = dataclasses.replace(options, num_workers=split[0], encoder_threads=split[1])  # None: the tuner
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()

@@ -204,3 +204,61 @@ def test_index_vectors_equal_the_previous_pipeline(tmp_path):
             assert np.allclose(got[name][p], before[p], atol=1e-5), (name, p, np.abs(got[name][p] - before[p]).max())
     for p in paths:  # whatever the workers and batch size
         assert np.allclose(got["w2-b3"][p], got["w0-b16"][p], atol=1e-6)
+
+
+# --- index --threads N (IndexOptions.encoder_threads): a run setting, not part of the index's identity ---
+
+
+def test_threads_option_fixes_the_encoder_threads_and_not_the_index(tmp_path, monkeypatch, capsys):
+    import json
+
+    from hybridtower.cli.main import main
+    from hybridtower.core.errors import ConfigError
+    from hybridtower.index import IndexOptions, build_index
+    from hybridtower.index import encoding
+    from tiny_index import make_videos, save_tiny
+
+    for bad in (0, -2, True, 1.5, "2"):
+        with pytest.raises(ConfigError, match="--threads"):
+            IndexOptions(encoder_threads=bad)
+    assert IndexOptions().encoder_threads is None
+
+    seen = []
+
+    class SpyTuner(encoding.ThreadTuner):
+        def __init__(self, candidates, *a, **kw):
+            seen.append(candidates)
+            super().__init__(candidates, *a, **kw)
+
+    monkeypatch.setattr(encoding, "ThreadTuner", SpyTuner)
+    make_videos(tmp_path / "synth", n=3, frames=8)
+    folder = str(tmp_path / "synth" / "videos")
+    ckpt = save_tiny(tmp_path / "pig.safetensors", "pig-tiny")
+    before = torch.get_num_threads()
+    fixed = build_index([folder], tmp_path / "fixed", ckpt,
+                        IndexOptions(progress=False, window=0, num_workers=1, encoder_threads=1))
+    assert fixed.encoded == 3 and seen == [[1]] and torch.get_num_threads() == before
+    tuned = build_index([folder], tmp_path / "tuned", ckpt, IndexOptions(progress=False, window=0, num_workers=1))
+    assert tuned.encoded == 3 and seen[1] == encoding.encoder_threads(1, torch.device("cpu"))
+    # same identity / manifest whatever the threads: nothing of the setting is recorded
+    manifests = [json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("fixed", "tuned")]
+    assert manifests[0]["model"] == manifests[1]["model"]
+
+    def keys(node):
+        if isinstance(node, dict):
+            return set(node) | {k for v in node.values() for k in keys(v)}
+        return {k for v in node for k in keys(v)} if isinstance(node, list) else set()
+
+    assert not [k for m in manifests for k in keys(m) if "thread" in k.lower()]
+    # an index built with one setting is reused as it is with another: nothing re-encoded
+    again = build_index([folder], tmp_path / "fixed", ckpt, IndexOptions(progress=False, num_workers=0, encoder_threads=2))
+    assert again.encoded == 0 and again.unchanged == 3 and not again.skipped
+    # the command line: --threads N reaches the run; a bad N is refused with a clear message
+    seen.clear()
+    args = ["index", folder, "--out", str(tmp_path / "cli"), "--checkpoint", str(ckpt), "--workers", "1",
+            "--window", "0", "--no-progress", "--json"]
+    assert main(args + ["--threads", "1"]) == 0 and seen == [[1]]
+    capsys.readouterr()
+    assert main(args + ["--threads", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--threads must be a whole number >= 1" in err and "Traceback" not in err

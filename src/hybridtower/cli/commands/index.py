@@ -83,6 +83,12 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="videos per encoder batch (default 16)")
     p.add_argument("--workers", type=int, default=None,
                    help="decoding worker processes (default: min(4, CPU cores))")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads of the encoder (this process). Default: chosen while the run goes by "
+                        "measuring the time per video: on the CPU, the cores the --workers leave or every core, "
+                        "whichever is faster now (re-checked every 16th batch); with --workers 0 or on a GPU, torch's own "
+                        "setting. "
+                        "A run setting: an index built with any value is reused with any other")
     p.add_argument("--commit-every", type=int, default=256,
                    help="commit after this many encoded videos; an interrupted run loses at most these (default 256)")
     p.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK under torchrun), cuda:1, ...")
@@ -117,7 +123,7 @@ def run(args) -> int:
         extensions=exts, prune=args.prune, ann=args.ann, ann_params=ann_params, batch_size=args.batch_size,
         num_workers=workers, commit_every=args.commit_every, device=args.device, precision=args.precision,
         progress=not args.no_progress and not args.json, overwrite=args.overwrite,
-        window=args.window, stride=args.stride,
+        window=args.window, stride=args.stride, encoder_threads=args.threads,
     )
     checkpoint = args.checkpoint
     if args.model or args.pretrained:
