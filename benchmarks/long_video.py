@@ -7,7 +7,8 @@
 ``--container mkv`` remuxes the MP4 (stream copy, no re-encoding) into Matroska, whose header gives a
 duration but no frame count: the index run then counts the file's packets (demux only) before planning
 its windows, so a header that overstates the duration cannot plan windows past the real end; the two
-rows side by side show what that count costs.
+rows side by side show what that count costs (2 h, shared 2-core machine: mp4 6.5 s, mkv 6.6 s wall; the
+count itself 65 ms).
 
 Writes a ``--hours`` long 64x64, 2 fps synthetic video (``data.synthetic.long.write_long_video``: blank
 background with one described scene) in a child process, then indexes it with ``build_index`` (windows

@@ -271,8 +271,8 @@ def _count_packets(container, stream, path) -> tuple[int, float | None]:
 
 def _measure(container, stream, info: VideoInfo, path) -> None:
     """Replace ``info``'s header estimate of its frames and duration by the stream's real ones, learnt by
-    counting its packets (demux only: no pixel decoding; about 0.1 s per hour of 2 fps video, measured in
-    tests/test_data_decode.py). Matroska / WebM headers without a frame count give a duration that a broken
+    counting its packets (demux only: no pixel decoding; 65 ms for a 2-hour 2 fps file, 1 % of indexing it:
+    ``benchmarks/long_video.py --container mp4,mkv``). Matroska / WebM headers without a frame count give a duration that a broken
     or hostile file can overstate by hours: windows planned from it would lie past the real end, fail to
     decode ('truncated') and lose the whole file."""
     frames, last = _count_packets(container, stream, path)
@@ -362,7 +362,7 @@ def read_frames_or_probe(path, num_frames: int, mode: str, rng: random.Random | 
 
     What the index reads (``index.encoding``), so it does not trust a header's duration where the container
     has no frame count (Matroska / WebM: frames = duration x fps): a file the header makes longer than
-    ``window`` has its packets counted (demux only: about 16 ms for a half-hour 2 fps file; ``info`` then
+    ``window`` has its packets counted (demux only: 65 ms for a 2-hour 2 fps file; ``info`` then
     holds the real frames and duration, ``frames_exact`` True) before it is classed and its windows
     planned, and a file sampled whole whose decoder runs out before the header's end is counted and
     sampled again (:func:`_sampled`). Either way a file whose header overstates its length (or that was
