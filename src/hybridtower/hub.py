@@ -775,8 +775,11 @@ def _read_tensors(path: Path, keys, own: dict) -> dict:
 
 
 def _move_loaded(model: torch.nn.Module, device) -> None:
-    """Move every tensor that holds values to ``device`` (those still on the meta device stay there)."""
+    """Move every tensor that holds values to ``device`` (those still on the meta device stay there). Nothing
+    to do on the CPU (tensors are read there), so a model in use by other threads is not touched at all."""
     device = torch.device(device)
+    if device.type == "cpu":
+        return
     model._apply(lambda t: t if t.is_meta or t.device == device else t.to(device))
 
 
