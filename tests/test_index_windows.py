@@ -249,3 +249,61 @@ def test_xpool_windows_are_reranked_per_window(tmp_path):
         assert h.score == pytest.approx(float(rows[s._owner == pos].max()), abs=1e-5)
     long_hit = next(h for h in res.hits if h.video_id == "long.mp4")
     assert long_hit.start is not None and len(long_hit.moments) == 4
+
+
+def _cut_faststart_mp4(path: Path, frames: int = 200, fps: int = 10) -> Path:
+    """A ``frames / fps``-second MP4 with its index (moov) first, cut to half its bytes: the header still
+    gives every frame (an exact count), the data ends about half way (a partial download)."""
+    import av
+
+    full = path.with_name("full-" + path.name)
+    with av.open(str(full), "w", format="mp4", options={"movflags": "faststart"}) as c:
+        st = c.add_stream("mpeg4", rate=fps)
+        st.width = st.height = 32
+        st.pix_fmt = "yuv420p"
+        st.gop_size = fps
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(np.full((32, 32, 3), (i * 5) % 255, np.uint8), format="rgb24")
+            f.pts = i
+            for p in st.encode(f):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+    data = full.read_bytes()
+    full.unlink()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_a_file_whose_data_ends_early_keeps_the_windows_before(tmp_path, capsys):
+    """Before: the first window past the data failed and the whole file was skipped after every window
+    before it had been decoded and encoded. Now its windows end there, with a note."""
+    from hybridtower.cli.main import main
+    from hybridtower.data.video.decode import probe_video
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    cut = _cut_faststart_mp4(lib / "partial.mp4")
+    info = probe_video(cut)
+    assert info.frames_exact and info.duration == pytest.approx(20.0)
+    ckpt = save_tiny(tmp_path / "pig.safetensors", "pig-tiny")
+    s = build_index([lib], tmp_path / "idx", ckpt, _opts(window=4, stride=4))
+    assert s.encoded == 1 and not s.skipped, s.skipped
+    assert 1 <= s.windows < 5 and len(s.shortened) == 1 and s.shortened[0]["path"] == str(cut)
+    note = s.shortened[0]["note"]
+    assert f"of the 20 s its header gives ({s.windows} of 5 windows)" in note and str(tmp_path) not in note
+    rows = Searcher.open(tmp_path / "idx").rows_of(0)
+    assert len(rows) == s.windows and rows[0]["start"] == 0.0 and rows[-1]["end"] <= 12.0
+    assert verify_index(tmp_path / "idx").ok
+    # a file whose first window has no frame is still skipped, with the reason
+    bad = tmp_path / "lib2"
+    bad.mkdir()
+    data = cut.read_bytes()
+    (bad / "stub.mp4").write_bytes(data[: data.find(b"mdat") + 4])  # the index, no frame data
+    s2 = build_index([bad], tmp_path / "idx2", ckpt, _opts(window=4, stride=4))
+    assert s2.encoded == 0 and len(s2.skipped) == 1 and not s2.shortened, (s2.encoded, s2.skipped, s2.shortened)
+    # the command line says it
+    assert main(["index", str(lib), "--out", str(tmp_path / "cli"), "--checkpoint", str(ckpt), "--window", "4",
+                 "--stride", "4", "--workers", "0", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "note: " in err and "partial.mp4" in err and "of the 20 s its header gives" in err

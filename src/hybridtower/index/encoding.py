@@ -18,7 +18,10 @@ window is sampled and encoded exactly as without windows (same frames, same vect
 reports its duration. Each long file is then read window by window (``data.video.windows``: a second
 loader over (file, window) items, so memory holds about three batches of windows' frames (one being
 encoded, two decoded ahead) whatever the file's length; every window is reached by seeking) and stored as one row per window with its start / end. A
-window that cannot be decoded skips its whole file.
+window that cannot be decoded skips its whole file, except when the file's data ends before its header says
+(a window after the first finds no frames, or the decoder runs out before its frames: 'truncated', 'zero
+decodable frames'; a file cut short whose frame count is exact, such as an MP4 with its index first): then
+its windows end there, the ones before are stored and ``summary.shortened`` says so.
 
 PIG-M models (``encode_video`` -> [B, M, D]) store M rows per video or window, row m with the m-th
 equal part of the video's (window's) time range: the pseudo-query of segment m is made from the frames
@@ -105,7 +108,10 @@ class WindowFrames:
         try:
             frames = read_window(path, start, end, self.num_frames, self.sample_mode, item_rng(0, 0, idx))
         except Exception as exc:  # VideoDecodeError and anything else a broken file raises: skip the file
-            return {"error": f"cannot decode the window {start:g}-{end:g} s: {exc}", "video_index": idx, "video_id": path}
+            reason = getattr(exc, "reason", "")
+            past = start > 0 and (reason.startswith("truncated") or reason.endswith("zero decodable frames"))
+            return {"error": f"cannot decode the window {start:g}-{end:g} s: {exc}", "video_index": idx, "video_id": path,
+                    "past_data": past}
         return {"frames": preprocess_frames(frames, self.preprocess), "video_index": idx, "video_id": path}
 
 
@@ -174,8 +180,14 @@ def window_loader(model, items: list[tuple[str, float, float]], options: IndexOp
     from ..data.datasets import collate_skip_errors
     from ..encode import eval_sample_mode, preprocess_for
 
+    def collate(batch: list[dict]) -> dict:
+        out = collate_skip_errors(batch)
+        for err, item in zip(out["errors"], [b for b in batch if "error" in b]):
+            err["past_data"] = bool(item.get("past_data"))
+        return out
+
     ds = WindowFrames(items, model.cfg.video.num_frames, preprocess_for(model), eval_sample_mode(model))
-    return _item_loader(ds, options, collate_skip_errors)
+    return _item_loader(ds, options, collate)
 
 
 def cpu_cores() -> int:
@@ -411,27 +423,49 @@ def _encode_windows(model, work, long_files, options, summary, device, skip, sto
             owner.append(k)
     pending: dict[int, dict] = {}
     failed: set[int] = set()
+    ended: dict[int, tuple[float, str]] = {}  # file -> (start of its first window past the data, error)
 
     def finish(k: int) -> None:
         vi, fp, spans = long_files[k]
         acc = pending.pop(k, None)
         bar.update(1)
-        if k in failed or acc is None:
+        if k in failed:
+            return
+        cut = ended.get(k)
+        if cut is not None and acc is not None:  # the data ends before the header says: keep what came before
+            keep = [i for i, w in enumerate(acc["window"]) if w < cut[0]]
+            acc = {key: [v[i] for i in keep] for key, v in acc.items() if key != "frames"} | {
+                "frames": [acc["frames"][i] for i in keep] if acc["frames"] else []}
+        if acc is None or not acc["vecs"]:
+            if cut is not None:
+                skip(work[vi], cut[1])
             return
         vecs = np.concatenate(acc["vecs"])
         frames = np.concatenate(acc["frames"]) if acc["frames"] else None
         if store_rows(work[vi], fp, vecs, frames, np.concatenate(acc["starts"]), np.concatenate(acc["ends"])):
-            summary.windows += len(spans)
+            summary.windows += len(acc["vecs"])
+            if cut is not None:
+                summary.shortened.append({
+                    "path": work[vi].path,
+                    "note": f"indexed up to {cut[0]:g} s of the {spans[-1][1]:g} s its header gives "
+                            f"({len(acc['vecs'])} of {len(spans)} windows): {cut[1]}"})
 
     tuner = tuner or ThreadTuner(None)
     since = [time.monotonic()]
     done_upto = 0  # long files before this index are finished
     for batch in window_loader(model, items, options):
         for err in batch["errors"]:
-            k = owner[int(err["video_index"])]
-            if k not in failed:
-                failed.add(k)
-                skip(work[long_files[k][0]], err["error"])
+            wi = int(err["video_index"])
+            k = owner[wi]
+            if k in failed:
+                continue
+            if err.get("past_data"):  # the file's data ends here: its windows end here (kept: those before)
+                start = items[wi][1]
+                if k not in ended or start < ended[k][0]:
+                    ended[k] = (start, err["error"])
+                continue
+            failed.add(k)
+            skip(work[long_files[k][0]], err["error"])
         if batch["frames"] is not None:
             vecs, frames = _tuned_encode(model, batch["frames"], device, options.precision, tuner, since)
             m = vecs.shape[1]
@@ -441,7 +475,8 @@ def _encode_windows(model, work, long_files, options, summary, device, skip, sto
                     continue
                 _, start, end = items[wi]
                 starts, ends = _times(start, end, m)
-                acc = pending.setdefault(k, {"vecs": [], "frames": [], "starts": [], "ends": []})
+                acc = pending.setdefault(k, {"vecs": [], "frames": [], "starts": [], "ends": [], "window": []})
+                acc["window"].append(start)
                 acc["vecs"].append(vecs[j])
                 if frames is not None:
                     acc["frames"].append(frames[j])

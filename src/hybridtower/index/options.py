@@ -55,6 +55,8 @@ class IndexRunSummary:
     encoded: int = 0
     windows: int = 0  # rows encoded for long videos' windows (0 when every video was short)
     skipped: list = field(default_factory=list)  # [{"path", "error"}]
+    # [{"path", "note"}]: long files whose data ended before their header said: the windows before are indexed
+    shortened: list = field(default_factory=list)
     pruned: int = 0
     vanished: int = 0  # entries whose file is gone (kept unless --prune)
     repaired: int = 0  # videos re-encoded because their stored rows were damaged

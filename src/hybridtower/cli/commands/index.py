@@ -149,6 +149,7 @@ def run(args) -> int:
         out = summary.to_dict()
         out["index_dir"] = printable_path(out["index_dir"])
         out["skipped"] = [{"path": printable_path(e["path"]), "error": printable(e["error"])} for e in out["skipped"]]
+        out["shortened"] = [{"path": printable_path(e["path"]), "note": printable(e["note"])} for e in out["shortened"]]
         print(json.dumps(out, indent=2))
     else:
         _print_summary(summary)
@@ -179,6 +180,8 @@ def _print_notes(s, paths, exts) -> None:
             print(f"  {printable(d)}", file=err)
     if s.vanished:
         print(f"note: {s.vanished} indexed file(s) no longer exist; run with --prune to drop them", file=err)
+    for e in getattr(s, "shortened", ()):
+        print(f"note: {printable_path(e['path'])}: {printable(e['note'])}", file=err)
 
 
 def _print_summary(s) -> None:
