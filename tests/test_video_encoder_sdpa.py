@@ -107,7 +107,11 @@ def test_gradients_equal_reference_in_train_mode(preset, overrides, checkpointin
     assert torch.allclose(tok_a, tok_b, atol=ATOL)
     assert g_a.keys() == g_b.keys() and len(g_a) > 10
     for name in g_a:
-        assert torch.allclose(g_a[name], g_b[name], atol=ATOL, rtol=1e-4), (name, (g_a[name] - g_b[name]).abs().max())
+        # a parameter's gradient sums over every token (ln_pre.bias: all B x N positions), and the two paths sum
+        # in different orders: fp32 rounding grows with the gradient's size, so the tolerance scales with it
+        # (a wrong mask or a missing term gives differences of the gradient's own order)
+        atol = ATOL * max(1.0, float(g_b[name].abs().max()) if g_b[name].numel() else 0.0)
+        assert torch.allclose(g_a[name], g_b[name], atol=atol, rtol=1e-4), (name, (g_a[name] - g_b[name]).abs().max())
     assert torch.allclose(f_a, f_b, atol=ATOL)
 
 
