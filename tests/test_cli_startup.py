@@ -156,23 +156,23 @@ def _same_model(a, b) -> None:
 @pytest.fixture(scope="module")
 def copied_model():
     """The demo model loaded the old way: built normally (random init), checkpoint copied in."""
-    from hybridtower import hub
+    from hybridtower import checkpoints, hub
 
-    original = hub._empty_model
-    hub._empty_model = lambda cfg: None
+    original = checkpoints._empty_model  # load_model looks it up in hybridtower.checkpoints
+    checkpoints._empty_model = lambda cfg: None
     try:
         return hub.load_model(DEMO_CKPT)
     finally:
-        hub._empty_model = original
+        checkpoints._empty_model = original
 
 
 def test_load_model_builds_no_weights_and_equals_the_copying_load(monkeypatch, copied_model):
-    from hybridtower import hub
+    from hybridtower import checkpoints, hub
 
     def no_normal_build(*a, **k):
         raise AssertionError("load_model built the model with weights instead of on the meta device")
 
-    monkeypatch.setattr(hub, "create_model", no_normal_build)
+    monkeypatch.setattr(checkpoints, "create_model", no_normal_build)  # load_model looks it up there
     model = hub.load_model(DEMO_CKPT)  # the file stores float16: adopted tensors are cast to the model's fp32
     assert not hub._meta_tensors(model)
     _same_model(model, copied_model)
@@ -180,12 +180,12 @@ def test_load_model_builds_no_weights_and_equals_the_copying_load(monkeypatch, c
 
 @pytest.mark.parametrize("reason", ["tied", "left_on_meta"])
 def test_load_model_falls_back_to_copying(monkeypatch, copied_model, reason):
-    from hybridtower import hub
+    from hybridtower import checkpoints, hub
 
     if reason == "tied":
-        monkeypatch.setattr(hub, "_shares_tensors", lambda model: True)
+        monkeypatch.setattr(checkpoints, "_shares_tensors", lambda model: True)
     else:
-        monkeypatch.setattr(hub, "_meta_tensors", lambda model: ["some.buffer"])
+        monkeypatch.setattr(checkpoints, "_meta_tensors", lambda model: ["some.buffer"])
     _same_model(hub.load_model(DEMO_CKPT), copied_model)
 
 

@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from hybridtower import hub
+from hybridtower import checkpoints, hub
 from hybridtower.core.errors import CheckpointError, ConfigError
 
 TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
@@ -345,7 +345,7 @@ def test_loading_adopts_the_checkpoint_on_the_meta_device(saved, monkeypatch, na
     def no_normal_build(*args, **kwargs):
         raise AssertionError("load_model built the model with weights instead of on the meta device")
 
-    monkeypatch.setattr(hub, "create_model", no_normal_build)
+    monkeypatch.setattr(checkpoints, "create_model", no_normal_build)  # load_model looks it up there
     back = hub.load_model(path)
     assert not hub._meta_tensors(back)
     (t1, v1), (t2, v2) = _run(model), _run(back)
