@@ -24,7 +24,7 @@ from hybridtower.core.errors import ConfigError
 from hybridtower.data.video import windows as W
 from hybridtower.index import IndexOptions, QueryError, Searcher, build_index
 from hybridtower.index import image_query as iq
-from tiny_index import make_videos
+from tiny_index import make_videos, write_ramp_video
 
 OPTS = dict(progress=False, batch_size=8, num_workers=0)
 REPO = Path(__file__).resolve().parents[1]
@@ -222,19 +222,7 @@ def _lying_mkv(path: Path, claimed_s: float, secs: int = 5, fps: int = 10) -> Pa
     """A ``secs``-second Matroska file whose header claims ``claimed_s`` seconds."""
     import struct
 
-    import av
-
-    with av.open(str(path), "w", format="matroska") as c:
-        st = c.add_stream("mpeg4", rate=fps)
-        st.width = st.height = 32
-        st.pix_fmt = "yuv420p"
-        for i in range(secs * fps):
-            f = av.VideoFrame.from_ndarray(np.full((32, 32, 3), (i * 5) % 255, np.uint8), format="rgb24")
-            f.pts = i
-            for p in st.encode(f):
-                c.mux(p)
-        for p in st.encode():
-            c.mux(p)
+    write_ramp_video(path, secs * fps, fps, "matroska")
     b = bytearray(path.read_bytes())
     i = b.find(b"\x44\x89")  # Segment Info / Duration (milliseconds at the default timecode scale)
     assert b[i + 2] in (0x84, 0x88)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_index import make_videos, save_tiny
+from tiny_index import make_videos, save_tiny, write_ramp_video
 
 from hybridtower.core.errors import ConfigError
 from hybridtower.data.synthetic.long import write_long_video
@@ -23,6 +23,14 @@ DEMO = Path(__file__).resolve().parents[1] / "src" / "hybridtower" / "assets" / 
 
 def _opts(**kw) -> IndexOptions:
     return IndexOptions(progress=False, batch_size=8, **kw)
+
+
+def _whole_file_index(tmp_path: Path) -> tuple[list[Path], Path]:
+    """3 synthetic clips indexed one vector per file (``--window 0``) with a tiny random PIG: (clips, index)."""
+    vids = make_videos(tmp_path / "data", n=3)
+    out = tmp_path / "idx"
+    build_index([vids[0].parent], out, save_tiny(tmp_path / "m.safetensors"), _opts(window=0))
+    return vids, out
 
 
 def test_plan_windows_cover_the_file():
@@ -120,10 +128,7 @@ def test_the_described_window_ranks_first(tmp_path):
 
 def test_grouping_damage_and_old_layout(tmp_path):
     """Rows of a hand-made multi-row index: grouping per video, weak flags, bad window times are damage."""
-    vids = make_videos(tmp_path / "data", n=3)
-    ckpt = save_tiny(tmp_path / "m.safetensors")
-    out = tmp_path / "idx"
-    build_index([vids[0].parent], out, ckpt, _opts(window=0))
+    vids, out = _whole_file_index(tmp_path)
     m = store.read_manifest(out)
     seg = out / m["segments"][0]
     from safetensors.numpy import load, save
@@ -182,10 +187,7 @@ def test_grouping_damage_and_old_layout(tmp_path):
 
 
 def test_old_index_without_window_keys_opens_and_stays_whole_file(tmp_path):
-    vids = make_videos(tmp_path / "data", n=3)
-    ckpt = save_tiny(tmp_path / "m.safetensors")
-    out = tmp_path / "idx"
-    build_index([vids[0].parent], out, ckpt, _opts(window=0))
+    vids, out = _whole_file_index(tmp_path)
     m = store.read_manifest(out)
     for key in ("windows", "vectors_per_video"):
         m.pop(key)
@@ -254,21 +256,8 @@ def test_xpool_windows_are_reranked_per_window(tmp_path):
 def _cut_faststart_mp4(path: Path, frames: int = 200, fps: int = 10) -> Path:
     """A ``frames / fps``-second MP4 with its index (moov) first, cut to half its bytes: the header still
     gives every frame (an exact count), the data ends about half way (a partial download)."""
-    import av
-
-    full = path.with_name("full-" + path.name)
-    with av.open(str(full), "w", format="mp4", options={"movflags": "faststart"}) as c:
-        st = c.add_stream("mpeg4", rate=fps)
-        st.width = st.height = 32
-        st.pix_fmt = "yuv420p"
-        st.gop_size = fps
-        for i in range(frames):
-            f = av.VideoFrame.from_ndarray(np.full((32, 32, 3), (i * 5) % 255, np.uint8), format="rgb24")
-            f.pts = i
-            for p in st.encode(f):
-                c.mux(p)
-        for p in st.encode():
-            c.mux(p)
+    full = write_ramp_video(path.with_name("full-" + path.name), frames, fps, "mp4",
+                            options={"movflags": "faststart"}, gop=fps)
     data = full.read_bytes()
     full.unlink()
     path.write_bytes(data[: len(data) // 2])

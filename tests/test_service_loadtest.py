@@ -24,12 +24,18 @@ def load_test():
     return module
 
 
-def test_short_run_against_the_app(load_test, tmp_path):
+def _fake_app(tmp_path):
+    """The service over a stand-in searcher of one clip per colour (test_service_api's)."""
     from hybridtower.service import create_app
-    from hybridtower.service.server import BackgroundServer
 
     entries = {i: (f"{name}.mp4", write_clip(tmp_path / f"{name}.mp4", rgb)) for i, (name, rgb) in enumerate(COLORS.items())}
-    app = create_app(FakeSearcher(entries), thumbnail_dir=tmp_path / "thumbs")
+    return create_app(FakeSearcher(entries), thumbnail_dir=tmp_path / "thumbs")
+
+
+def test_short_run_against_the_app(load_test, tmp_path):
+    from hybridtower.service.server import BackgroundServer
+
+    app = _fake_app(tmp_path)
     with BackgroundServer(app) as srv:
         report = asyncio.run(load_test.run_load(srv.url, clients=4, requests=40, duration=60, k=2, mix=True, seed=0,
                                                 timeout=30))
@@ -89,11 +95,9 @@ def test_summary_and_goals(load_test):
 def test_trace_keeps_every_request_and_the_generator_heap_is_unfrozen_after(load_test, tmp_path):
     import gc
 
-    from hybridtower.service import create_app
     from hybridtower.service.server import BackgroundServer
 
-    entries = {i: (f"{name}.mp4", write_clip(tmp_path / f"{name}.mp4", rgb)) for i, (name, rgb) in enumerate(COLORS.items())}
-    app = create_app(FakeSearcher(entries), thumbnail_dir=tmp_path / "thumbs")
+    app = _fake_app(tmp_path)
     with BackgroundServer(app) as srv:
         report = asyncio.run(load_test.run_load(srv.url, clients=3, requests=12, duration=60, k=2, mix=False, seed=0,
                                                 timeout=30, trace=True))
@@ -106,11 +110,9 @@ def test_trace_keeps_every_request_and_the_generator_heap_is_unfrozen_after(load
 
 def test_single_client_run_reads_the_servers_own_time(load_test, tmp_path):
     """The floor's split: the client's latency against the server's own took_ms of the same answers."""
-    from hybridtower.service import create_app
     from hybridtower.service.server import BackgroundServer
 
-    entries = {i: (f"{name}.mp4", write_clip(tmp_path / f"{name}.mp4", rgb)) for i, (name, rgb) in enumerate(COLORS.items())}
-    app = create_app(FakeSearcher(entries), thumbnail_dir=tmp_path / "thumbs")
+    app = _fake_app(tmp_path)
     with BackgroundServer(app) as srv:
         report = asyncio.run(load_test.run_load(srv.url, clients=1, requests=10, duration=60, k=2, mix=False, seed=0,
                                                 timeout=30, server_time=True))
