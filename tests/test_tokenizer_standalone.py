@@ -129,3 +129,31 @@ def test_relative_import_or_missing_package_refuses_the_standalone_load(tmp_path
     assert tk._standalone_tokenizer_file() == pkg / "tokenizer.py"  # absolute imports are fine
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     assert tk._standalone_tokenizer_file() is None
+
+
+def test_num_tokens_after_tokenising_is_read_from_the_tokens(monkeypatch):
+    """num_tokens of a text just tokenised comes from its token row (no second BPE pass) and equals the BPE
+    count for every text of the corpus, at contexts where many are truncated (those are counted afresh), for
+    texts typing "<end_of_text>" themselves too."""
+    from hybridtower.models import tokenizer as tk
+
+    texts = corpus(150)
+    bpe = tk._bpe()
+    expected = [len(bpe.encode(t)) + 2 for t in texts]
+    for context in (8, 32, 77):
+        tok = tk.Tokenizer(context)
+        tok(texts)
+        calls = []
+        real = bpe.encode
+        monkeypatch.setattr(bpe, "encode", lambda text: calls.append(text) or real(text))
+        assert [tok.num_tokens(t) for t in texts] == expected
+        monkeypatch.undo()
+        # counted afresh exactly: rows whose EOT sits in the last place (truncated, or filling the context)
+        # and rows with a second EOT typed in the text; every other count was read from the tokens
+        typed_eot = {t for t in texts if bpe.eot_token_id in real(t)}
+        assert set(calls) == {t for t, n in zip(texts, expected) if n >= context} | typed_eot
+        assert len(set(calls)) < len(set(texts))
+    small = tk.Tokenizer(77)
+    small.COUNTS_KEPT = 3
+    small(["a", "b", "c", "d"])
+    assert list(small._counts) == ["b", "c", "d"]

@@ -18,6 +18,8 @@ import importlib.util
 import logging
 import re
 import sys
+import threading
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
@@ -99,19 +101,43 @@ def _bpe():
 
 
 class Tokenizer:
-    """Callable: list of captions -> LongTensor [N, context_length] (SOT ... EOT, zero padded, truncated)."""
+    """Callable: list of captions -> LongTensor [N, context_length] (SOT ... EOT, zero padded, truncated).
+
+    ``num_tokens(text)`` of a text this tokenizer has just tokenised is read from that result instead of
+    running the BPE a second time (the search path tokenises a query to encode it, then counts its tokens):
+    a row whose only EOT lies before the last position was not truncated, and its EOT position + 1 is the
+    count. The last :data:`COUNTS_KEPT` such counts are kept."""
+
+    COUNTS_KEPT = 4096
 
     def __init__(self, context_length: int):
         self.context_length = context_length
+        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._counts_lock = threading.Lock()
 
     def __call__(self, texts: list[str] | str) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]
-        return _bpe()(list(texts), context_length=self.context_length)
+        texts = list(texts)
+        bpe = _bpe()
+        tokens = bpe(texts, context_length=self.context_length)
+        is_eot = tokens == bpe.eot_token_id
+        ends = is_eot.int().argmax(dim=-1).tolist()
+        single = (is_eot.sum(dim=-1) == 1).tolist()  # "<end_of_text>" typed in a caption is an EOT too
+        with self._counts_lock:
+            for text, end, one in zip(texts, ends, single):
+                if one and end < self.context_length - 1:
+                    self._counts[text] = end + 1
+                    self._counts.move_to_end(text)
+            while len(self._counts) > self.COUNTS_KEPT:
+                self._counts.popitem(last=False)
+        return tokens
 
     def num_tokens(self, text: str) -> int:
         """Tokens the caption needs including SOT and EOT (before truncation)."""
-        return len(_bpe().encode(text)) + 2
+        with self._counts_lock:
+            known = self._counts.get(text)
+        return known if known is not None else len(_bpe().encode(text)) + 2
 
     def is_truncated(self, text: str) -> bool:
         return self.num_tokens(text) > self.context_length
