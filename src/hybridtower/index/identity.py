@@ -31,29 +31,23 @@ TEXT = "text"
 REST = "rest"
 
 
-def _update(h, name: str, tensor) -> None:
+def _float32_bytes(tensor):
+    """A tensor's values as float32 bytes on the host (the bytes of ``.tobytes()``, without copying them)."""
     import torch
 
-    t = tensor.detach().to("cpu", torch.float32).contiguous()
-    h.update(name.encode())
-    h.update(str(tuple(t.shape)).encode())
-    h.update(t.numpy().reshape(-1).view("u1"))  # the bytes of .tobytes(), without copying them
+    return tensor.detach().to("cpu", torch.float32).contiguous().numpy().reshape(-1).view("u1")
 
 
 def weights_sha256(model) -> str:
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        _update(h, name, tensor)
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(_float32_bytes(tensor))
     return h.hexdigest()
 
 
 _CHUNK = 8 * 2**20  # bytes hashed per task: a large tensor (CLIP's token embedding, 100 MB) is split
-
-
-def _float32_bytes(tensor):
-    import torch
-
-    return tensor.detach().to("cpu", torch.float32).contiguous().numpy().reshape(-1).view("u1")
 
 
 def tensors_sha256(tensors: dict) -> str:
