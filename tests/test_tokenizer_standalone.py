@@ -157,3 +157,18 @@ def test_num_tokens_after_tokenising_is_read_from_the_tokens(monkeypatch):
     small.COUNTS_KEPT = 3
     small(["a", "b", "c", "d"])
     assert list(small._counts) == ["b", "c", "d"]
+
+
+def test_tokenizer_copies_and_pickles():
+    """A model is deep-copied (training variants, EMA-like copies) and pickled (DataLoader workers): its
+    tokenizer goes along with its context length; the kept counts stay behind."""
+    import copy
+    import pickle
+
+    from hybridtower.models import tokenizer as tk
+
+    tok = tk.Tokenizer(32)
+    tok(["a red ball"])
+    for other in (copy.deepcopy(tok), pickle.loads(pickle.dumps(tok))):
+        assert other.context_length == 32 and not other._counts
+        assert torch.equal(other(["a red ball"]), tok(["a red ball"])) and other.num_tokens("a red ball") == 5

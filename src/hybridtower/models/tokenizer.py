@@ -115,6 +115,12 @@ class Tokenizer:
         self._counts: OrderedDict[str, int] = OrderedDict()
         self._counts_lock = threading.Lock()
 
+    def __getstate__(self) -> dict:  # copies and pickles (deepcopy of a model) carry the setting, not the counts
+        return {"context_length": self.context_length}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["context_length"])
+
     def __call__(self, texts: list[str] | str) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]
