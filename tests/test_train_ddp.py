@@ -83,23 +83,26 @@ def test_all_gathered_gradients_equal_one_process(tmp_path):
     """
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    def free_port() -> int:  # asked for right before each pair starts (port + 1 may be taken by then)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
     frameworks = ("pig", "xpool")
     ctx = torch.multiprocessing.get_context("spawn")
     procs = []
-    for fw_index, framework in enumerate(frameworks):
-        for rank in range(2):
-            procs.append(ctx.Process(target=_grad_worker, args=(rank, 2, port + fw_index, str(tmp_path), framework)))
-    for p in procs[:2]:
-        p.start()
-    for p in procs[:2]:
-        p.join(180)
-    for p in procs[2:]:
-        p.start()
-    for p in procs[2:]:
-        p.join(180)
+    for framework in frameworks:
+        port = free_port()
+        pair = [ctx.Process(target=_grad_worker, args=(rank, 2, port, str(tmp_path), framework)) for rank in range(2)]
+        procs += pair
+        for p in pair:
+            p.start()
+        for p in pair:
+            p.join(180)
+        for p in pair:  # a rank left waiting for a partner that failed must not outlive the test
+            if p.is_alive():
+                p.kill()
+                p.join(10)
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
     for framework in frameworks:
         ref = _shard_gradients(framework, 0, 1)
